@@ -1,0 +1,84 @@
+"""build_model: any registry variant with its pretrained weights, frozen backbone and new classifier."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torchvision
+from torch import nn
+from torchvision.models import DenseNet121_Weights, DenseNet161_Weights
+from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, FCN_ResNet50_Weights
+
+from .denseaspp import DenseASPPHead, DilatedDenseNet
+from .registry import VariantSpec, get_variant
+from .segmenter import FrozenBackboneSegmenter
+from .weights import load_matching, load_state_dict_file, rename_legacy_densenet_keys
+
+WEIGHTS = {
+    "fcn_resnet50": FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+    "deeplabv3_resnet50": DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+    "densenet121": DenseNet121_Weights.IMAGENET1K_V1,
+    "densenet161": DenseNet161_Weights.IMAGENET1K_V1,
+}
+
+
+class LayerOut(nn.Module):
+    """Wraps torchvision's IntermediateLayerGetter so the backbone returns the 'out' tensor only."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+        self.body.return_layers = {"layer4": "out"}  # the aux output feeds a classifier we drop
+
+    def forward(self, x):
+        """Feature maps of the last ResNet stage at output stride 8."""
+        return self.body(x)["out"]
+
+
+def _torchvision_model(spec: VariantSpec, num_classes: int, pretrained: bool) -> FrozenBackboneSegmenter:
+    builder = getattr(torchvision.models.segmentation, spec.arch)
+    if pretrained:
+        model = builder(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+        model.load_state_dict(load_state_dict_file(WEIGHTS[spec.arch].url))
+        last = model.classifier[-1]
+        model.classifier[-1] = nn.Conv2d(last.in_channels, num_classes, kernel_size=1)
+    else:
+        model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    return FrozenBackboneSegmenter(LayerOut(model.backbone), model.classifier)
+
+
+def _denseaspp_model(spec: VariantSpec, num_classes: int, pretrained: bool, head_weights) -> FrozenBackboneSegmenter:
+    backbone = DilatedDenseNet(int(spec.arch.removeprefix("densenet")))
+    if pretrained:
+        state = rename_legacy_densenet_keys(load_state_dict_file(WEIGHTS[spec.arch].url))
+        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        backbone.features.load_state_dict(features)
+    head = DenseASPPHead(backbone.out_channels, num_classes, spec.rates)
+    if head_weights is not None:
+        print(load_matching(head, load_state_dict_file(head_weights), "head.", str(head_weights)))
+    elif pretrained:
+        warnings.warn(
+            f"{spec.key}: no head_weights given, so its head starts from random init rather than "
+            f"{spec.head_pretraining}; pass head_weights=PATH_OR_URL of a {spec.head_pretraining} checkpoint",
+            stacklevel=3,
+        )
+    return FrozenBackboneSegmenter(backbone, head)
+
+
+def build_model(key: str, num_classes: int = 3, pretrained: bool = True,
+                head_weights: str | os.PathLike | None = None) -> FrozenBackboneSegmenter:
+    """Build variant `key` with a frozen backbone (`.backbone`) and a trainable head (`.head`)."""
+    spec = get_variant(key)
+    if head_weights is not None and spec.family != "denseaspp":
+        raise ValueError(f"{key}: head_weights apply to the DenseASPP variants only; its head comes from COCO")
+    if not pretrained:
+        warnings.warn(f"{key}: pretrained=False, so backbone and head are randomly initialised", stacklevel=2)
+    if spec.family == "torchvision":
+        return _torchvision_model(spec, num_classes, pretrained)
+    return _denseaspp_model(spec, num_classes, pretrained, head_weights)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts of `model`."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

@@ -1,0 +1,41 @@
+"""A segmentation model made of a frozen backbone and a trainable head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FrozenBackboneSegmenter(nn.Module):
+    """backbone -> head -> logits upsampled to the input size; the backbone never trains."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> "FrozenBackboneSegmenter":
+        """Set the head's mode; the backbone stays in eval so its BatchNorm statistics never move."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's output for `images` (no autograd graph is kept)."""
+        with torch.no_grad():
+            return self.backbone(images)
+
+    def decode(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Head logits for backbone `features`, bilinearly upsampled to `size`."""
+        logits = self.head(features)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits [N, classes, H, W] at the input's size."""
+        return self.decode(self.features(images), images.shape[-2:])
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters an optimiser should update (the head's)."""
+        return [p for p in self.parameters() if p.requires_grad]

@@ -1,0 +1,80 @@
+"""Metrics against an independent per-class computation and hand-worked cases."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from petseg.metrics import confusion_matrix, scores
+
+
+def independent_scores(pred, target, num_classes):
+    """IoU from boolean masks, class by class, without any confusion matrix."""
+    pred, target = np.asarray(pred).ravel(), np.asarray(target).ravel()
+    ious, weights = [], []
+    for c in range(num_classes):
+        union = np.logical_or(pred == c, target == c).sum()
+        inter = np.logical_and(pred == c, target == c).sum()
+        ious.append(inter / union if union else math.nan)
+        weights.append((target == c).mean())
+    present = [i for i in ious if not math.isnan(i)]
+    weighted = sum(w * i for w, i in zip(weights, ious) if not math.isnan(i))
+    return (pred == target).mean(), sum(present) / len(present), weighted, ious
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scores_match_independent_computation(seed):
+    rng = np.random.default_rng(seed)
+    target = rng.choice(3, size=(4, 17, 23), p=[0.3, 0.6, 0.1])
+    pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 3, target.shape))
+    # Accumulate batch by batch, as evaluation does, to check the sum equals the whole-split matrix.
+    confmat = sum(confusion_matrix(torch.from_numpy(p), torch.from_numpy(t), 3) for p, t in zip(pred, target))
+    got = scores(confmat)
+    acc, miou, wiou, ious = independent_scores(pred, target, 3)
+    assert got["pixel_accuracy"] == pytest.approx(acc)
+    assert got["mean_iou"] == pytest.approx(miou)
+    assert got["weighted_iou"] == pytest.approx(wiou)
+    assert got["iou_per_class"] == pytest.approx(ious)
+
+
+def test_rows_are_ground_truth():
+    confmat = confusion_matrix(torch.tensor([1, 1, 0]), torch.tensor([0, 1, 0]), 2)
+    assert confmat.tolist() == [[1, 1], [0, 1]]
+
+
+def test_hand_worked_example():
+    # GT: 6 pet (0), 2 background (1); prediction gets 4 pet right, calls 2 pet pixels background.
+    target = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
+    pred = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    got = scores(confusion_matrix(pred, target, 2))
+    assert got["pixel_accuracy"] == pytest.approx(6 / 8)
+    assert got["iou_per_class"] == pytest.approx([4 / 6, 2 / 4])
+    assert got["mean_iou"] == pytest.approx((4 / 6 + 2 / 4) / 2)
+    assert got["weighted_iou"] == pytest.approx(6 / 8 * 4 / 6 + 2 / 8 * 2 / 4)
+
+
+def test_class_absent_from_both_is_nan_and_excluded():
+    target = torch.tensor([0, 0, 1, 1])
+    pred = torch.tensor([0, 1, 1, 1])
+    got = scores(confusion_matrix(pred, target, 3))
+    assert math.isnan(got["iou_per_class"][2])
+    assert got["mean_iou"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert got["weighted_iou"] == pytest.approx(0.5 * 1 / 2 + 0.5 * 2 / 3)
+
+
+def test_class_missed_entirely_counts_as_zero():
+    target = torch.tensor([0, 0, 2, 2])
+    pred = torch.tensor([0, 0, 0, 0])
+    got = scores(confusion_matrix(pred, target, 3))
+    assert got["iou_per_class"][2] == 0.0
+    assert got["mean_iou"] == pytest.approx((2 / 4 + 0) / 2)
+
+
+def test_ignore_index_and_bad_ids():
+    target = torch.tensor([0, 255, 1])
+    pred = torch.tensor([0, 1, 1])
+    assert confusion_matrix(pred, target, 2, ignore_index=255).sum() == 2
+    with pytest.raises(ValueError, match=r"target holds class ids outside 0..1: \[255\]"):
+        confusion_matrix(pred, target, 2)
+    with pytest.raises(ValueError, match="empty confusion matrix"):
+        scores(torch.zeros(3, 3, dtype=torch.int64))
