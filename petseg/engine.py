@@ -1,0 +1,72 @@
+"""Train one epoch and evaluate a segmentation model on a loader; no Ray here."""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .metrics import confusion_matrix, scores
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the run cannot continue meaningfully."""
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (no loss scaling needed), nothing on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
+                    scheduler=None) -> dict:
+    """One pass over `loader` with cross-entropy; returns the mean loss per image."""
+    model.train()
+    total_loss, images = 0.0, 0
+    for inputs, target in loader:
+        inputs = inputs.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), target)
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(f"loss became {loss.item()} after {images} images of this epoch; "
+                                     "lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.item() * len(inputs)
+        images += len(inputs)
+    if images == 0:
+        raise ValueError("the training loader yielded no batch (fewer images than one batch?)")
+    return {"loss": total_loss / images}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int) -> dict:
+    """Mean loss and the scores of one confusion matrix accumulated over the whole loader."""
+    model.eval()
+    confmat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    total_loss, images = 0.0, 0
+    for inputs, target in loader:
+        inputs = inputs.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(inputs)
+        total_loss += F.cross_entropy(logits.float(), target, reduction="mean").item() * len(inputs)
+        images += len(inputs)
+        confmat += confusion_matrix(logits.argmax(dim=1), target, num_classes)
+    if images == 0:
+        raise ValueError("the evaluation loader yielded no batch")
+    return {"loss": total_loss / images, **scores(confmat.cpu()), "confusion_matrix": confmat.cpu()}
