@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import torch
 import torchvision
 from torch import nn
 from torchvision.models import DenseNet121_Weights, DenseNet161_Weights
@@ -82,3 +83,10 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts of `model`."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def parameter_counts(key: str) -> tuple[int, int]:
+    """(trainable, total) parameters of variant `key`, counted on the meta device (no weights, no memory)."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        return count_parameters(build_model(key, pretrained=False))

@@ -1,0 +1,80 @@
+"""Run the six-variant frozen-backbone study on Ray Tune and print the comparison table.
+
+    python experiments/compare.py --preset smoke          # minutes on a CPU, generated data
+    python experiments/compare.py --data-root ~/data      # the paper study
+    python experiments/compare.py --dry-run               # variants, parameters, search plan
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from petseg.config import ConfigError, PRESETS, resolve_config, search_plan
+from petseg.models import VARIANTS, parameter_counts
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command-line flags (DESIGN.md, Study)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="defaults to start from")
+    parser.add_argument("--config", help="YAML file overriding the preset")
+    parser.add_argument("--variants", help=f"comma-separated keys (default all: {','.join(VARIANTS)})")
+    parser.add_argument("--data-root", help="folder holding oxford-iiit-pet/")
+    parser.add_argument("--download", action="store_true", default=None, help="download the dataset if absent")
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--storage-path", help="where Ray keeps trials, checkpoints and TensorBoard logs")
+    parser.add_argument("--name", help="study name: results/<name>/ and the Ray experiment folder")
+    parser.add_argument("--num-samples", type=int, help="learning rates tried per variant")
+    parser.add_argument("--max-epochs", type=int, help="epochs per trial at most")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
+    parser.add_argument("--dry-run", action="store_true", help="print variants and search plan, train nothing")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace):
+    """Resolve preset + YAML + flags into a StudyConfig."""
+    variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
+    overrides = {
+        "variants": variants, "data_root": args.data_root, "download": args.download,
+        "address": args.address, "storage_path": args.storage_path, "name": args.name,
+        "num_samples": args.num_samples, "max_epochs": args.max_epochs,
+        "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial,
+    }
+    return resolve_config(args.preset, args.config, overrides)
+
+
+def print_plan(config) -> None:
+    """Per variant: key, paper name, backbone, head pretraining, parameters (Table 1), search plan."""
+    for key in config.variants:
+        spec = VARIANTS[key]
+        trainable, total = parameter_counts(key)
+        print(f"{key:<20} {spec.paper_name:<14} {spec.backbone:<31} head: {spec.head_pretraining:<10} "
+              f"trainable {trainable:>10,}  total {total:>10,}")
+        print(f"{'':<20} {search_plan(config, key)}")
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print_plan(config)
+        return 0
+    from petseg.study import StudyError, run_study  # Ray is imported only when a study runs
+
+    try:
+        run_study(config, resume=args.resume)
+    except (ConfigError, StudyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Study configuration: typed defaults, presets, YAML overrides; saved as a plain dict with every result."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .models import VARIANTS
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names it and says what to do."""
+
+
+def default_cache_dir() -> Path:
+    """Where petseg keeps generated datasets and statistics: $PETSEG_CACHE or ~/.cache/petseg."""
+    return Path(os.environ.get("PETSEG_CACHE", Path.home() / ".cache" / "petseg"))
+
+
+@dataclass
+class StudyConfig:
+    """Everything a study run depends on; the preset gives defaults, YAML and flags override."""
+
+    name: str = "paper"
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    data_root: str | None = None
+    download: bool = False
+    synthetic_images: int = 0  # > 0: generate a dataset of this many images under the cache dir
+    image_size: int = 256
+    batch_size: int = 8
+    max_epochs: int = 10
+    patience: int = 3  # epochs without val-loss improvement before a trial stops itself
+    num_samples: int = 8  # learning rates tried per variant
+    # Searched head learning rate, log-uniform, per optimiser family (Adam vs SGD scale differently).
+    lr_range: dict[str, list[float]] = field(
+        default_factory=lambda: {"denseaspp": [1e-5, 1e-2], "torchvision": [1e-4, 1e-1]})
+    grace_period: int = 2
+    reduction_factor: int = 2
+    augment: str = "offline"
+    pretrained: bool = True
+    head_weights: dict[str, str] = field(default_factory=dict)  # variant key -> path or URL
+    seed: int = 0
+    cpus_per_trial: float = 2.0
+    gpus_per_trial: float = 0.0
+    num_workers: int = 0
+    max_failures: int = 1
+    address: str | None = None
+    storage_path: str = "ray_results"
+    results_dir: str = "results"
+    cache_dir: str = field(default_factory=lambda: str(default_cache_dir()))
+
+    def to_dict(self) -> dict:
+        """A plain dict (YAML/JSON-safe) of every field."""
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "smoke": {
+        "name": "smoke",
+        "synthetic_images": 24,
+        "image_size": 64,
+        "batch_size": 4,
+        "max_epochs": 2,
+        "patience": 2,
+        "num_samples": 2,
+        "grace_period": 1,
+        "pretrained": False,
+        "cpus_per_trial": 1.0,
+    },
+}
+
+
+def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = None,
+                   overrides: dict | None = None) -> StudyConfig:
+    """Preset, then the YAML file, then `overrides` (flags; None values ignored), validated."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    if yaml_file is not None:
+        values.update(_read_yaml(Path(yaml_file)))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name for f in dataclasses.fields(StudyConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}{_where(yaml_file)}; valid keys: {', '.join(sorted(known))}")
+    config = StudyConfig(**values)
+    validate(config)
+    return config
+
+
+def _where(yaml_file) -> str:
+    return f" in {yaml_file}" if yaml_file else ""
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        values = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return values
+
+
+def validate(config: StudyConfig) -> None:
+    """Raise ConfigError naming the first unusable value and what to do about it."""
+    if not config.variants:
+        raise ConfigError(f"no variants selected; choose from: {', '.join(VARIANTS)}")
+    unknown = [v for v in config.variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
+    for family, bounds in config.lr_range.items():
+        if family not in ("denseaspp", "torchvision"):
+            raise ConfigError(f"lr_range has unknown family {family!r}; use 'denseaspp' and 'torchvision'")
+        if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+            raise ConfigError(f"lr_range for {family} is {bounds}: give [low, high] with 0 < low < high")
+    positive = ("image_size", "batch_size", "max_epochs", "patience", "num_samples", "grace_period")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.reduction_factor < 2:
+        raise ConfigError(f"reduction_factor must be at least 2, got {config.reduction_factor}")
+    if config.augment not in ("offline", "online", "none"):
+        raise ConfigError(f"augment must be offline, online or none, got {config.augment!r}")
+    if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
+        raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0 "
+                          f"(got {config.cpus_per_trial}, {config.gpus_per_trial})")
+
+
+def lr_bounds(config: StudyConfig, variant: str) -> tuple[float, float]:
+    """The log-uniform learning-rate range searched for `variant` (by its optimiser family)."""
+    low, high = config.lr_range[VARIANTS[variant].family]
+    return float(low), float(high)
+
+
+def search_plan(config: StudyConfig, variant: str) -> str:
+    """One line saying how `variant`'s learning rate is searched and its trials stopped."""
+    low, high = lr_bounds(config, variant)
+    return (f"{config.num_samples} trials, lr log-uniform [{low:g}, {high:g}] (Optuna TPE, seed {config.seed}); "
+            f"ASHA of its own (grace {config.grace_period}, factor {config.reduction_factor}, "
+            f"max {config.max_epochs} epochs); early stop after {config.patience} epochs without val-loss gain")

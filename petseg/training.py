@@ -1,0 +1,120 @@
+"""Fine-tune one variant's head: optimiser recipe per family, epochs, early stopping, resumable state.
+
+No Ray here: `fit` reports each epoch through a callback, which the Ray trainable turns into
+`tune.report` and a checkpoint, and which plain Python can use directly.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .engine import default_device, evaluate, train_one_epoch
+from .models import VARIANTS, FrozenBackboneSegmenter, build_model
+
+
+def build_seeded_model(variant: str, pretrained: bool, seed: int, head_weights=None,
+                       num_classes: int = 3) -> FrozenBackboneSegmenter:
+    """build_model under a fixed seed, so random-init parts are identical wherever it is rebuilt."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(variant, num_classes, pretrained=pretrained, head_weights=head_weights)
+
+
+def make_optimizer(model: FrozenBackboneSegmenter, variant: str, lr: float, total_steps: int):
+    """The family's recipe with poly decay (power 0.9) stepped per batch over `total_steps`.
+
+    DenseASPP heads: Adam, weight decay 1e-5 (the DenseASPP paper). FCN / DeepLabV3 heads: SGD,
+    momentum 0.9, weight decay 1e-4 (torchvision's segmentation references).
+    """
+    params = model.trainable_parameters()
+    if VARIANTS[variant].family == "denseaspp":
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=1e-5)
+    else:
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (1 - min(step, total_steps - 1) / total_steps) ** 0.9)
+    return optimizer, scheduler
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0, seed: int = 0) -> DataLoader:
+    """Shuffled, seeded loader for training (dropping a last batch of one, which BatchNorm rejects)."""
+    generator = torch.Generator().manual_seed(seed) if train else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, generator=generator,
+                      drop_last=train and len(dataset) % batch_size == 1, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+
+
+@dataclass
+class Progress:
+    """Best-so-far bookkeeping that travels in every checkpoint."""
+
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    epochs_without_improvement: int = 0
+    best_val_weighted_iou: float = -math.inf
+    best_epoch: int = 0
+    best_head: dict = field(default_factory=dict)
+
+
+def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size: int, patience: int,
+        pretrained: bool, seed: int, head_weights=None, num_workers: int = 0, num_classes: int = 3,
+        report: Callable[[dict, dict, FrozenBackboneSegmenter], None], state: dict | None = None,
+        device: torch.device | None = None) -> Progress:
+    """Train `variant`'s head with `lr` on datasets["train"], validating on datasets["val"] each epoch.
+
+    `report(metrics, state, model)` is called after every epoch; `state` (from an earlier report)
+    resumes where it left off. Stops at max_epochs or after `patience` epochs without val-loss gain.
+    """
+    device = device or default_device()
+    model = build_seeded_model(variant, pretrained, seed, head_weights, num_classes).to(device)
+    train_loader = make_loader(datasets["train"], batch_size, True, num_workers, seed)
+    val_loader = make_loader(datasets["val"], batch_size, False, num_workers)
+    optimizer, scheduler = make_optimizer(model, variant, lr, max_epochs * len(train_loader))
+    progress = Progress()
+    if state is not None:
+        model.head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        progress = Progress(**state["progress"])
+
+    while progress.epoch < max_epochs and progress.epochs_without_improvement < patience:
+        # Seeding each epoch from (seed, epoch) makes a resumed epoch see the same batches and dropout.
+        torch.manual_seed(seed * 1_000_003 + progress.epoch)
+        train_loader.generator.manual_seed(seed * 1_000_003 + progress.epoch)
+        train = train_one_epoch(model, train_loader, optimizer, device, scheduler)
+        val = evaluate(model, val_loader, device, num_classes)
+        progress.epoch += 1
+        if val["loss"] < progress.best_val_loss:
+            progress.best_val_loss, progress.epochs_without_improvement = val["loss"], 0
+        else:
+            progress.epochs_without_improvement += 1
+        if val["weighted_iou"] > progress.best_val_weighted_iou:
+            progress.best_val_weighted_iou, progress.best_epoch = val["weighted_iou"], progress.epoch
+            progress.best_head = copy.deepcopy({k: v.cpu() for k, v in model.head.state_dict().items()})
+        metrics = {
+            "epoch": progress.epoch,
+            "lr": lr,
+            "current_lr": scheduler.get_last_lr()[0],
+            "train_loss": train["loss"],
+            "val_loss": val["loss"],
+            "val_pixel_accuracy": val["pixel_accuracy"],
+            "val_mean_iou": val["mean_iou"],
+            "val_weighted_iou": val["weighted_iou"],
+            "best_val_weighted_iou": progress.best_val_weighted_iou,
+            "best_epoch": progress.best_epoch,
+            "early_stopped": progress.epochs_without_improvement >= patience and progress.epoch < max_epochs,
+        }
+        state = {
+            "head": model.head.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "progress": vars(progress),
+        }
+        report(metrics, state, model)
+    return progress
+

@@ -1,0 +1,116 @@
+"""Fairness for one Tune run over several variants: a searcher and a scheduler grouped by variant.
+
+One Optuna TPE search and one ASHA per `config["variant"]`, so a variant's trials are only ever
+ranked against each other: a weak variant's best learning rate is never stopped because another
+variant is stronger. Both subclass Tune DeveloperAPIs, tested on the Ray version pinned in
+pyproject.toml.
+"""
+from __future__ import annotations
+
+import pickle
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+
+class VariantSearcher(Searcher):
+    """One seeded OptunaSearch per variant; each new trial goes to the variant with fewest started."""
+
+    def __init__(self, lr_bounds: dict[str, tuple[float, float]], num_samples: int, metric: str, mode: str,
+                 seed: int = 0):
+        super().__init__(metric=metric, mode=mode)
+        self.num_samples = num_samples
+        self.searchers = {
+            variant: OptunaSearch(space={"lr": tune.loguniform(low, high)}, metric=metric, mode=mode,
+                                  sampler=optuna.samplers.TPESampler(seed=seed + index))
+            for index, (variant, (low, high)) in enumerate(lr_bounds.items())
+        }
+        self.started = {variant: 0 for variant in self.searchers}
+        self.trial_variant: dict[str, str] = {}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        """Accept Tune's param_space (constants merged into every trial's config by Tune)."""
+        return True
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """{"variant", "lr"} for the least-started variant still under its budget, else FINISHED."""
+        open_variants = [v for v, n in self.started.items() if n < self.num_samples]
+        if not open_variants:
+            return Searcher.FINISHED
+        variant = min(open_variants, key=lambda v: self.started[v])
+        suggestion = self.searchers[variant].suggest(trial_id)
+        self.started[variant] += 1
+        self.trial_variant[trial_id] = variant
+        return {"variant": variant, "lr": suggestion["lr"]}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Route an intermediate result to the trial's own variant search."""
+        if trial_id in self.trial_variant and self.metric in result:
+            self.searchers[self.trial_variant[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Route a final result (or error) to the trial's own variant search."""
+        if trial_id in self.trial_variant:
+            self.searchers[self.trial_variant[trial_id]].on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Persist every variant's Optuna study and the per-variant budgets."""
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__dict__, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load what `save` wrote, so a resumed study keeps each variant's history and budget."""
+        with open(checkpoint_path, "rb") as file:
+            self.__dict__.update(pickle.load(file))
+
+
+class VariantScheduler(FIFOScheduler):
+    """One AsyncHyperBand (ASHA) per variant, each cutting rungs among its own variant's trials."""
+
+    def __init__(self, variants: list[str], metric: str, mode: str, max_t: int, grace_period: int,
+                 reduction_factor: int, time_attr: str = "epoch"):
+        super().__init__()
+        self._metric, self._mode = metric, mode
+        self.schedulers = {
+            variant: AsyncHyperBandScheduler(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t,
+                                             grace_period=min(grace_period, max_t),
+                                             reduction_factor=reduction_factor)
+            for variant in variants
+        }
+
+    def _of(self, trial) -> AsyncHyperBandScheduler:
+        return self.schedulers[trial.config["variant"]]
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        """Metric and mode are fixed at construction; accept Tune's matching ones."""
+        return metric in (None, self._metric) and mode in (None, self._mode)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        """Register the trial with its variant's ASHA."""
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        """CONTINUE or STOP, decided only against trials of the same variant."""
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        """Record the final result in the variant's rungs."""
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        """Forget an errored trial (Tune may retry it as a new attempt of the same trial)."""
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        """Forget a removed trial."""
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        """Per-variant ASHA state for Tune's status output."""
+        return "\n".join(f"{variant}: {s.debug_string()}" for variant, s in self.schedulers.items())
+
+
+__all__ = ["VariantSearcher", "VariantScheduler", "TrialScheduler"]
