@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,8 @@ class StudyConfig:
     num_workers: int = 0
     max_failures: int = 1
     address: str | None = None
+    # The local Ray binds here; Ray rewrites 127.0.0.1 to the outward address, other loopbacks it keeps.
+    ray_node_ip: str = field(default_factory=lambda: "127.0.0.2" if sys.platform == "linux" else "127.0.0.1")
     storage_path: str = "ray_results"
     results_dir: str = "results"
     cache_dir: str = field(default_factory=lambda: str(default_cache_dir()))

@@ -1,0 +1,211 @@
+"""run_study: one Ray Tune run over all variants, fair per variant, then the comparison tables."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+import ray
+import yaml
+from ray import tune
+
+from . import analysis
+from .config import ConfigError, StudyConfig, lr_bounds
+from .data import DatasetError, compute_mean_std, find_samples, load_split, make_split, scan_samples, split_samples
+from .synthetic import write_dataset
+from .trainable import train_variant
+from .tune_groups import VariantScheduler, VariantSearcher
+
+METRIC, MODE = "val_weighted_iou", "max"
+CONFIG_FILE, DATA_FILE = "petseg_config.yaml", "petseg_data.json"
+
+
+class StudyError(RuntimeError):
+    """The study cannot start or continue; the message says what to change."""
+
+
+def experiment_path(config: StudyConfig) -> Path:
+    """Ray's experiment folder of this study: <storage_path>/<name>."""
+    return Path(config.storage_path).expanduser().resolve() / config.name
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Prove a file can be written in `folder`, or raise StudyError naming it; leaves nothing behind."""
+    created = next((p for p in [folder, *folder.parents] if p.parent.exists()), folder)
+    created = None if created.exists() else created
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".petseg-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise StudyError(f"cannot write to {what} {folder}: {err.strerror}; choose a writable folder") from err
+    finally:
+        if created is not None and created.is_dir():
+            shutil.rmtree(created)
+
+
+def dataset_root(config: StudyConfig) -> Path:
+    """The dataset root: a generated one under the cache dir (smoke preset), or config.data_root."""
+    if config.synthetic_images:
+        root = Path(config.cache_dir) / "synthetic" / f"pets-{config.synthetic_images}-{config.image_size}"
+        if not (root / "oxford-iiit-pet" / "annotations" / "test.txt").is_file():
+            write_dataset(root, num_images=config.synthetic_images, size=config.image_size, seed=config.seed)
+        return root
+    if config.data_root is None:
+        raise StudyError("no dataset: pass --data-root DIR (the folder holding oxford-iiit-pet/; add "
+                         "--download to fetch it) or use --preset smoke for a generated dataset")
+    root = Path(config.data_root).expanduser().resolve()
+    if not root.is_dir() and not config.download:
+        raise StudyError(f"data root {root} does not exist; pass the folder holding oxford-iiit-pet/ "
+                         "or add --download to fetch the dataset there")
+    return root
+
+
+def prepare_data(config: StudyConfig, saved: Path | None = None) -> dict:
+    """The data spec every trial reads: root, split (reused from `saved` on resume), size, statistics."""
+    if saved is not None and saved.is_file():
+        return json.loads(saved.read_text())
+    root = dataset_root(config)
+    try:
+        samples = find_samples(root, download=config.download)
+        split = make_split(samples, config.seed)
+        parts = split_samples(samples, split)
+        _, problems = scan_samples([s for part in parts.values() for s in part], config.cache_dir)
+        if problems:
+            listing = "\n  ".join(message for _, message in problems)
+            raise DatasetError(f"{len(problems)} unusable file(s) in {root}; fix or remove them "
+                               f"(python -m petseg.data --root {root} lists them):\n  {listing}")
+        mean, std = compute_mean_std(parts["train"], config.image_size, config.cache_dir)
+    except DatasetError as err:
+        raise StudyError(str(err)) from err
+    return {"root": str(root), "split": split, "size": config.image_size, "mean": list(mean), "std": list(std),
+            "augment": config.augment, "seed": config.seed}
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming the address, when a Ray cluster's GCS port does not answer."""
+    if address == "auto":
+        return
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise StudyError(f"cannot reach the Ray cluster at {address} ({err}); check the address and that "
+                         "the head node is running (`ray status` on it)") from err
+
+
+def connect(config: StudyConfig) -> None:
+    """Join the cluster at config.address, or start a local Ray bound to a loopback address."""
+    if config.address:
+        ray.init(address=config.address, log_to_driver=True)
+    else:
+        ray.init(_node_ip_address=config.ray_node_ip, include_dashboard=False, log_to_driver=True)
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folder names: the variant and the trial id (the config is in params.json)."""
+    return f"{trial.config['variant']}_{trial.trial_id}"
+
+
+class TrialLines(tune.Callback):
+    """One concise line per finished or errored trial."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        """Print variant, lr, epochs run and the best val weighted mIoU of a finished trial."""
+        result = trial.last_result or {}
+        print(f"[petseg] done {trial.config['variant']} lr={trial.config['lr']:.3g} "
+              f"epochs={result.get('epoch', 0)} best val wIoU={result.get('best_val_weighted_iou', float('nan')):.4f}",
+              flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        """Print which trial errored; the reason is in its error file and all_trials.csv."""
+        print(f"[petseg] error {trial.config['variant']} lr={trial.config['lr']:.3g}: see {trial.local_path}",
+              flush=True)
+
+
+def make_tuner(config: StudyConfig, data: dict) -> tune.Tuner:
+    """A Tuner over every selected variant with per-variant search and ASHA."""
+    trainable = tune.with_resources(tune.with_parameters(train_variant, data=data),
+                                    {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+    searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.variants}, config.num_samples,
+                               METRIC, MODE, seed=config.seed)
+    scheduler = VariantScheduler(config.variants, METRIC, MODE, max_t=config.max_epochs,
+                                 grace_period=config.grace_period, reduction_factor=config.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        param_space=config.to_dict(),
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=config.num_samples * len(config.variants),
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=config.name, storage_path=str(Path(config.storage_path).expanduser().resolve()),
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[TrialLines()],
+        ),
+    )
+
+
+def run_study(config: StudyConfig, resume: bool = False) -> Path:
+    """Run (or resume) the study and write results/<name>/; returns that folder."""
+    path = experiment_path(config)
+    check_writable(path.parent, "storage path")
+    check_writable(Path(config.results_dir).expanduser().resolve(), "results folder")
+    exists = tune.Tuner.can_restore(str(path))
+    if resume and not exists:
+        raise StudyError(f"nothing to resume at {path}; run without --resume to start study {config.name!r}")
+    if exists and not resume:
+        raise StudyError(f"study {config.name!r} already exists at {path}; pass --resume to continue it "
+                         "or --name NEW for a new study")
+    if resume:
+        config = _saved_config(path, config)
+    data = prepare_data(config, path / DATA_FILE if resume else None)
+    if config.address:
+        check_reachable(config.address)
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (path / DATA_FILE).write_text(json.dumps(data))
+    print("resolved config:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
+    print(f"Ray experiment folder: {path}\nwatch it with: tensorboard --logdir {path}", flush=True)
+
+    # One checkpoint kept per trial makes Tune snapshot the experiment at every checkpoint: wanted
+    # (a resume loses nothing), so its warning about frequent snapshots is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    connect(config)
+    started = time.time()
+    try:
+        if resume:
+            trainable = tune.with_resources(tune.with_parameters(train_variant, data=data),
+                                            {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
+        else:
+            tuner = make_tuner(config, data)
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+    print(f"[petseg] search finished in {time.time() - started:.0f} s", flush=True)
+    results = analysis.write_report(config, data, grid.experiment_path)
+    print((results / "comparison.md").read_text())
+    return results
+
+
+def _saved_config(path: Path, requested: StudyConfig) -> StudyConfig:
+    """The config a study started with; on resume only where and how it runs may change."""
+    saved = StudyConfig(**yaml.safe_load((path / CONFIG_FILE).read_text()))
+    for name in ("address", "cpus_per_trial", "gpus_per_trial", "results_dir"):
+        setattr(saved, name, getattr(requested, name))
+    if requested.variants != saved.variants and requested.variants != StudyConfig().variants:
+        print(f"warning: --resume keeps the study's variants {saved.variants}", file=sys.stderr)
+    return saved
+
+
+__all__ = ["ConfigError", "StudyError", "run_study", "experiment_path"]

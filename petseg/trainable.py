@@ -1,0 +1,77 @@
+"""The Ray Tune function trainable: one trial = one variant fine-tuned with one learning rate."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+from torch.utils.tensorboard import SummaryWriter
+
+from .data import PetSegmentation, find_samples, split_samples
+from .engine import default_device
+from .training import fit
+from .visual import strip
+
+STATE_FILE = "state.pt"
+IMAGES_LOGGED = 4
+
+
+def datasets_from_spec(spec: dict) -> dict[str, PetSegmentation]:
+    """Train/val/test datasets from the driver's data spec (root, split, size, statistics, augmentation)."""
+    parts = split_samples(find_samples(spec["root"]), spec["split"])
+    augment = None if spec["augment"] == "none" else spec["augment"]
+    return {part: PetSegmentation(parts[part], spec["size"], spec["mean"], spec["std"], seed=spec["seed"],
+                                  augment=augment if part == "train" else None)
+            for part in ("train", "val", "test")}
+
+
+def load_state(checkpoint) -> dict | None:
+    """The training state saved in a Tune checkpoint, or None when starting fresh."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+class ImageLogger:
+    """Writes image | ground truth | prediction strips of a few fixed val images to TensorBoard."""
+
+    def __init__(self, trial_dir: str, dataset: PetSegmentation):
+        # A fresh event file per (re)start: a restored trial never appends to an old file.
+        self.writer = SummaryWriter(log_dir=str(Path(trial_dir) / "tensorboard_images"))
+        count = min(IMAGES_LOGGED, len(dataset))
+        self.images, self.targets = map(torch.stack, zip(*(dataset[i] for i in range(count))))
+        self.mean, self.std = dataset.mean.flatten(), dataset.std.flatten()
+
+    @torch.no_grad()
+    def log(self, model, epoch: int) -> None:
+        """Predict the fixed images and add their strips at step `epoch`."""
+        device = next(model.head.parameters()).device
+        model.eval()
+        predictions = model(self.images.to(device)).argmax(dim=1).cpu()
+        strips = [strip(i, t, p, self.mean, self.std) for i, t, p in zip(self.images, self.targets, predictions)]
+        # One row per image, so the panel reads image | truth | prediction at any image count.
+        self.writer.add_image("val/image_truth_prediction", torch.cat(strips, dim=1), epoch)
+        self.writer.flush()
+
+
+def train_variant(config: dict, data: dict) -> None:
+    """Fine-tune config["variant"]'s head with config["lr"], reporting metrics and a checkpoint each epoch."""
+    torch.set_num_threads(max(1, int(config["cpus_per_trial"])))
+    datasets = datasets_from_spec(data)
+    images = ImageLogger(tune.get_context().get_trial_dir(), datasets["val"])
+    node = ray.util.get_node_ip_address()
+
+    def report(metrics: dict, state: dict, model) -> None:
+        images.log(model, metrics["epoch"])
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({**state, "config": config}, Path(folder) / STATE_FILE)
+            tune.report({**metrics, "node": node}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
+        batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
+        seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
+        num_workers=config["num_workers"], report=report, state=load_state(tune.get_checkpoint()),
+        device=default_device())

@@ -1,0 +1,75 @@
+"""Fairness: search and ASHA grouped by variant, so one variant never prunes another."""
+from types import SimpleNamespace
+
+import pytest
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from petseg.tune_groups import VariantScheduler, VariantSearcher
+
+
+def make_trials(variants, per_variant):
+    return [SimpleNamespace(trial_id=f"{v}-{i}", config={"variant": v}) for v in variants for i in range(per_variant)]
+
+
+def run_rungs(scheduler, trials, epochs):
+    """Feed every trial's epochs in lock-step; return how many epochs each trial got to run.
+
+    The best trials report first at each rung, so later, worse ones meet a filled rung.
+    """
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    ran = {t.trial_id: 0 for t in trials}
+    alive = sorted(trials, key=lambda t: -score(t, 1))
+    for epoch in range(1, epochs + 1):
+        for trial in list(alive):
+            ran[trial.trial_id] = epoch
+            action = scheduler.on_trial_result(None, trial, {"epoch": epoch, "val_weighted_iou": score(trial, epoch)})
+            if action == TrialScheduler.STOP:
+                alive.remove(trial)
+    return ran
+
+
+def score(trial, epoch):
+    """Variant 'weak' is uniformly 0.5 worse; within a variant, a higher index is better."""
+    index = int(trial.trial_id.rsplit("-", 1)[1])
+    return 0.1 * index + 0.01 * epoch - (0.5 if trial.config["variant"] == "weak" else 0.0)
+
+
+def test_weak_variant_keeps_its_best_trial_running():
+    trials = make_trials(["strong", "weak"], 6)
+    grouped = VariantScheduler(["strong", "weak"], "val_weighted_iou", "max", max_t=8, grace_period=1,
+                               reduction_factor=2)
+    ran = run_rungs(grouped, trials, 8)
+    assert ran["weak-5"] == 8  # the weak variant's best trial runs to the end
+    assert ran["strong-5"] == 8
+    assert ran["weak-0"] < 8 and ran["strong-0"] < 8  # each variant still prunes its own bad trials
+
+    shared = AsyncHyperBandScheduler(time_attr="epoch", metric="val_weighted_iou", mode="max", max_t=8,
+                                     grace_period=1, reduction_factor=2)
+    ran_shared = run_rungs(shared, trials, 8)
+    assert ran_shared["weak-5"] < 8  # what grouping prevents: the strong variant cutting the weak one
+
+
+def test_searcher_balances_variants_and_stops_at_budget():
+    searcher = VariantSearcher({"a": (1e-4, 1e-2), "b": (1e-3, 1e-1)}, num_samples=3,
+                               metric="val_weighted_iou", mode="max", seed=0)
+    suggestions = [searcher.suggest(f"t{i}") for i in range(6)]
+    assert [s["variant"] for s in suggestions] == ["a", "b", "a", "b", "a", "b"]
+    for s in suggestions:
+        low, high = (1e-4, 1e-2) if s["variant"] == "a" else (1e-3, 1e-1)
+        assert low <= s["lr"] <= high
+    assert searcher.suggest("t6") == Searcher.FINISHED
+
+
+def test_searcher_restore_keeps_budgets_and_history(tmp_path):
+    first = VariantSearcher({"a": (1e-4, 1e-2)}, num_samples=4, metric="m", mode="max", seed=1)
+    for i in range(2):
+        first.suggest(f"t{i}")
+        first.on_trial_complete(f"t{i}", {"m": 0.5 + i, "training_iteration": 1})
+    first.save(str(tmp_path / "searcher.pkl"))
+    restored = VariantSearcher({"a": (1e-4, 1e-2)}, num_samples=4, metric="m", mode="max", seed=1)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.started == {"a": 2}
+    assert len(restored.searchers["a"]._ot_study.trials) == 2
+    assert restored.suggest("t2")["lr"] == pytest.approx(first.suggest("t2")["lr"])
