@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from petseg.config import ConfigError, PRESETS, resolve_config, search_plan
@@ -38,7 +39,7 @@ def config_from_args(args: argparse.Namespace):
     variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
     overrides = {
         "variants": variants, "data_root": args.data_root, "download": args.download,
-        "address": args.address, "storage_path": args.storage_path, "name": args.name,
+        "address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path, "name": args.name,
         "num_samples": args.num_samples, "max_epochs": args.max_epochs,
         "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial,
     }
