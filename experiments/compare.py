@@ -29,6 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-epochs", type=int, help="epochs per trial at most")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
+    parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
+                        "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.features` lists or clears it")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     parser.add_argument("--dry-run", action="store_true", help="print variants and search plan, train nothing")
     return parser.parse_args(argv)
@@ -41,7 +43,7 @@ def config_from_args(args: argparse.Namespace):
         "variants": variants, "data_root": args.data_root, "download": args.download,
         "address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path, "name": args.name,
         "num_samples": args.num_samples, "max_epochs": args.max_epochs,
-        "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir,
     }
     return resolve_config(args.preset, args.config, overrides)
 

@@ -60,6 +60,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
             "best_epoch": int(best.get("epoch", 0)),
             **{f"best_val_{m}": best.get(f"val_{m}", math.nan) for m in METRICS},
             "best_val_loss": best.get("val_loss", math.nan),
+            "seconds": float(result.get("time_total_s", 0.0)),  # the trial's own training time
             "node": result.get("node", ""),
             "error": _error_reason(trial),
         })

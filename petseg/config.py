@@ -41,6 +41,11 @@ class StudyConfig:
     grace_period: int = 2
     reduction_factor: int = 2
     augment: str = "offline"
+    asha: bool = True  # off: every trial runs until max_epochs or its own early stop
+    # Speed: backbone features computed once (offline augmentation only), images decoded once, bf16 on CUDA.
+    feature_cache: bool = True
+    decoded_cache: bool = True
+    amp: bool = True
     pretrained: bool = True
     head_weights: dict[str, str] = field(default_factory=dict)  # variant key -> path or URL
     seed: int = 0

@@ -195,7 +195,7 @@ def _file_state(path: Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _fingerprint(samples: Sequence[Sample], extra: object, with_trimaps: bool) -> str:
+def fingerprint(samples: Sequence[Sample], extra: object, with_trimaps: bool) -> str:
     """Hash of sorted sample names, their files' sizes and mtimes, and extra."""
     entries = sorted((s.name, _file_state(s.image), _file_state(s.trimap) if with_trimaps else None)
                      for s in samples)
@@ -232,7 +232,7 @@ def _scan(samples: Sequence[Sample]) -> dict:
 def scan_samples(samples: Sequence[Sample], cache_dir: str | Path | None = None
                  ) -> tuple[list[Sample], list[tuple[str, str]]]:
     """Fully load every sample; return (usable samples, [(file, message)] for the unusable ones)."""
-    key = _fingerprint(samples, "scan", with_trimaps=True)
+    key = fingerprint(samples, "scan", with_trimaps=True)
     result = _cached_json(cache_dir, f"scan-{key}.json", lambda: _scan(samples))
     bad = set(result["bad"])
     return [s for s in samples if s.name not in bad], [tuple(p) for p in result["problems"]]
@@ -274,7 +274,7 @@ def compute_mean_std(samples: Sequence[Sample], size: int, cache_dir: str | Path
     """Per-channel mean and std in [0, 1] units of the images resized to size; cached in cache_dir."""
     if not samples:
         raise DatasetError("no training samples to compute the normalisation from; check the split")
-    key = _fingerprint(samples, ["mean_std", size], with_trimaps=False)
+    key = fingerprint(samples, ["mean_std", size], with_trimaps=False)
     stats = _cached_json(cache_dir, f"mean_std-{key}.json", lambda: _mean_std(samples, size))
     return tuple(stats["mean"]), tuple(stats["std"])
 
@@ -304,7 +304,8 @@ class PetSegmentation(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], size: int = 256, mean: Sequence[float] = (0.0, 0.0, 0.0),
-                 std: Sequence[float] = (1.0, 1.0, 1.0), augment: str | None = None, seed: int = 0):
+                 std: Sequence[float] = (1.0, 1.0, 1.0), augment: str | None = None, seed: int = 0,
+                 decoded_cache_dir: str | Path | None = None):
         if augment not in AUGMENT_MODES:
             raise ValueError(f"augment={augment!r}: use one of {AUGMENT_MODES}")
         self.samples = list(samples)
@@ -314,6 +315,9 @@ class PetSegmentation(torch.utils.data.Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self._augmentation = augmentation()
+        # With a cache dir, images are decoded and resized once into shared uint8 files.
+        self.decoded_cache_dir = decoded_cache_dir
+        self._decoded = None
 
     def __len__(self) -> int:
         return 2 * len(self.samples) if self.augment == "offline" else len(self.samples)
@@ -324,18 +328,41 @@ class PetSegmentation(torch.utils.data.Dataset):
         copies = [f"{s.name}.aug{self.seed}" for s in self.samples] if self.augment == "offline" else []
         return [s.name for s in self.samples] + copies
 
-    def _load_resized(self, sample: Sample) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+    def _resized_arrays(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         image, mask = load_sample(sample)
-        pixels = torch.from_numpy(np.array(resize_image(image, self.size))).permute(2, 0, 1)
-        classes = torch.from_numpy(resize_mask(mask, self.size).copy())
-        return tv_tensors.Image(pixels), tv_tensors.Mask(classes)
+        return np.array(resize_image(image, self.size)), np.array(resize_mask(mask, self.size))
+
+    def _decoded_arrays(self) -> dict[str, np.ndarray] | None:
+        if self._decoded is None:
+            from .arraycache import cached_arrays  # only datasets given a cache dir need it
+
+            count, size = len(self.samples), self.size
+            key = fingerprint(self.samples, ["decoded", [s.name for s in self.samples], size], with_trimaps=True)
+
+            def fill(arrays):
+                for index, sample in enumerate(self.samples):
+                    arrays["images"][index], arrays["masks"][index] = self._resized_arrays(sample)
+
+            specs = {"images": ((count, size, size, 3), np.uint8), "masks": ((count, size, size), np.uint8)}
+            self._decoded = cached_arrays(Path(self.decoded_cache_dir) / "decoded" / key, specs, fill,
+                                          {"items": count, "size": size})
+        return self._decoded
+
+    def _load_resized(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        arrays = self._decoded_arrays() if self.decoded_cache_dir is not None else None
+        if arrays is None:  # no cache asked for, or no disk room for one
+            image, mask = self._resized_arrays(self.samples[index])
+        else:
+            image, mask = np.array(arrays["images"][index]), np.array(arrays["masks"][index])
+        pixels = torch.from_numpy(image).permute(2, 0, 1)
+        return tv_tensors.Image(pixels), tv_tensors.Mask(torch.from_numpy(mask))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         count = len(self.samples)
         # Resizing first makes the augmentation run on small tensors.
-        image, mask = self._load_resized(self.samples[index % count])
+        image, mask = self._load_resized(index % count)
         if self.augment == "online":
             image, mask = self._augmentation(image, mask)
         elif self.augment == "offline" and index >= count:

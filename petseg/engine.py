@@ -20,22 +20,22 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed), nothing on the CPU."""
-    if device.type == "cuda":
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (no loss scaling needed) when enabled, nothing on the CPU."""
+    if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
-                    scheduler=None) -> dict:
+                    scheduler=None, amp: bool = True) -> dict:
     """One pass over `loader` with cross-entropy; returns the mean loss per image."""
     model.train()
     total_loss, images = 0.0, 0
     for inputs, target in loader:
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
-        with autocast(device):
+        with autocast(device, amp):
             logits = model(inputs)
         loss = F.cross_entropy(logits.float(), target)
         if not math.isfinite(loss.item()):
@@ -54,7 +54,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int) -> dict:
+def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, amp: bool = True) -> dict:
     """Mean loss and the scores of one confusion matrix accumulated over the whole loader."""
     model.eval()
     confmat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -62,7 +62,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int) -
     for inputs, target in loader:
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
-        with autocast(device):
+        with autocast(device, amp):
             logits = model(inputs)
         total_loss += F.cross_entropy(logits.float(), target, reduction="mean").item() * len(inputs)
         images += len(inputs)

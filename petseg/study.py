@@ -84,7 +84,8 @@ def prepare_data(config: StudyConfig, saved: Path | None = None) -> dict:
     except DatasetError as err:
         raise StudyError(str(err)) from err
     return {"root": str(root), "split": split, "size": config.image_size, "mean": list(mean), "std": list(std),
-            "augment": config.augment, "seed": config.seed}
+            "augment": config.augment, "seed": config.seed,
+            "decoded_cache_dir": config.cache_dir if config.decoded_cache else None}
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -138,7 +139,8 @@ def make_tuner(config: StudyConfig, data: dict) -> tune.Tuner:
     searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.variants}, config.num_samples,
                                METRIC, MODE, seed=config.seed)
     scheduler = VariantScheduler(config.variants, METRIC, MODE, max_t=config.max_epochs,
-                                 grace_period=config.grace_period, reduction_factor=config.reduction_factor)
+                                 grace_period=config.grace_period, reduction_factor=config.reduction_factor
+                                 ) if config.asha else None
     return tune.Tuner(
         trainable,
         param_space=config.to_dict(),

@@ -23,7 +23,8 @@ def datasets_from_spec(spec: dict) -> dict[str, PetSegmentation]:
     parts = split_samples(find_samples(spec["root"]), spec["split"])
     augment = None if spec["augment"] == "none" else spec["augment"]
     return {part: PetSegmentation(parts[part], spec["size"], spec["mean"], spec["std"], seed=spec["seed"],
-                                  augment=augment if part == "train" else None)
+                                  augment=augment if part == "train" else None,
+                                  decoded_cache_dir=spec.get("decoded_cache_dir"))
             for part in ("train", "val", "test")}
 
 
@@ -74,4 +75,5 @@ def train_variant(config: dict, data: dict) -> None:
         batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
         seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
         num_workers=config["num_workers"], report=report, state=load_state(tune.get_checkpoint()),
-        device=default_device())
+        device=default_device(), amp=config["amp"],
+        feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None)

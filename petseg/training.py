@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .engine import default_device, evaluate, train_one_epoch
+from .features import HeadOnly, feature_dataset
 from .models import VARIANTS, FrozenBackboneSegmenter, build_model
 
 
@@ -64,16 +65,24 @@ class Progress:
 def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size: int, patience: int,
         pretrained: bool, seed: int, head_weights=None, num_workers: int = 0, num_classes: int = 3,
         report: Callable[[dict, dict, FrozenBackboneSegmenter], None], state: dict | None = None,
-        device: torch.device | None = None) -> Progress:
+        device: torch.device | None = None, feature_cache_dir: str | None = None, amp: bool = True) -> Progress:
     """Train `variant`'s head with `lr` on datasets["train"], validating on datasets["val"] each epoch.
 
     `report(metrics, state, model)` is called after every epoch; `state` (from an earlier report)
     resumes where it left off. Stops at max_epochs or after `patience` epochs without val-loss gain.
+    With `feature_cache_dir`, the head trains on backbone features computed once (if the data
+    allows: no online augmentation); otherwise the backbone runs on every batch.
     """
     device = device or default_device()
     model = build_seeded_model(variant, pretrained, seed, head_weights, num_classes).to(device)
-    train_loader = make_loader(datasets["train"], batch_size, True, num_workers, seed)
-    val_loader = make_loader(datasets["val"], batch_size, False, num_workers)
+    train_set, val_set, runner = datasets["train"], datasets["val"], model
+    if feature_cache_dir is not None:
+        cached = [feature_dataset(model, datasets[part], feature_cache_dir, device) for part in ("train", "val")]
+        if None not in cached:
+            train_set, val_set = cached
+            runner = HeadOnly(model, datasets["train"].size)
+    train_loader = make_loader(train_set, batch_size, True, num_workers, seed)
+    val_loader = make_loader(val_set, batch_size, False, num_workers)
     optimizer, scheduler = make_optimizer(model, variant, lr, max_epochs * len(train_loader))
     progress = Progress()
     if state is not None:
@@ -86,8 +95,8 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
         # Seeding each epoch from (seed, epoch) makes a resumed epoch see the same batches and dropout.
         torch.manual_seed(seed * 1_000_003 + progress.epoch)
         train_loader.generator.manual_seed(seed * 1_000_003 + progress.epoch)
-        train = train_one_epoch(model, train_loader, optimizer, device, scheduler)
-        val = evaluate(model, val_loader, device, num_classes)
+        train = train_one_epoch(runner, train_loader, optimizer, device, scheduler, amp)
+        val = evaluate(runner, val_loader, device, num_classes, amp)
         progress.epoch += 1
         if val["loss"] < progress.best_val_loss:
             progress.best_val_loss, progress.epochs_without_improvement = val["loss"], 0

@@ -1,0 +1,152 @@
+"""Frozen-backbone features computed once and reused by every trial and epoch that can use them.
+
+A backbone's output for an image does not change while the backbone is frozen and augmentation
+is offline (fixed copies), so the study needs one backbone pass per (backbone weights, images,
+size, normalisation, augmentation seed), not one per step. Features are stored in fp16 as
+memory-mapped files under `<cache_dir>/features/<key>/`; the key hashes the backbone's actual
+tensors and the dataset's files, so a change of weights, size, split or seed is a new cache.
+
+    python -m petseg.features --cache-dir DIR            # list caches and their disk use
+    python -m petseg.features --cache-dir DIR --clear    # delete them
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .arraycache import cached_arrays, folder_size
+from .data import PetSegmentation, fingerprint
+from .engine import autocast
+from .models import FrozenBackboneSegmenter
+
+FEATURE_DTYPE = np.float16
+
+
+def backbone_fingerprint(model: FrozenBackboneSegmenter) -> str:
+    """sha256 of the backbone's tensors: any change of weights gives a different value."""
+    digest = hashlib.sha256()
+    for name, tensor in model.backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(dataset: PetSegmentation) -> str:
+    """Hash of the items in order (offline copies by seed), their files, size and normalisation."""
+    extra = ["features", dataset.names, dataset.size, dataset.mean.flatten().tolist(),
+             dataset.std.flatten().tolist(), dataset.augment, dataset.seed]
+    return fingerprint(dataset.samples, extra, with_trimaps=True)
+
+
+def cacheable(dataset: PetSegmentation) -> bool:
+    """Whether items are fixed (no online augmentation), so their features can be reused."""
+    return dataset.augment != "online"
+
+
+class FeatureDataset(Dataset):
+    """(features float32 [C, h, w], mask int64 [H, W]) items read from a feature cache."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.features, self.masks = arrays["features"], arrays["masks"]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int):
+        return (torch.from_numpy(np.asarray(self.features[index], dtype=np.float32)),
+                torch.from_numpy(np.asarray(self.masks[index], dtype=np.int64)))
+
+
+class HeadOnly(nn.Module):
+    """Runs a segmenter's head on cached backbone features: logits at the images' size."""
+
+    def __init__(self, model: FrozenBackboneSegmenter, size: int):
+        super().__init__()
+        self.model, self.size = model, size
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Head logits upsampled to size x size."""
+        return self.model.decode(features, (self.size, self.size))
+
+
+@torch.no_grad()
+def backbone_batches(model: FrozenBackboneSegmenter, dataset: Dataset, device: torch.device, batch_size: int):
+    """Yield (features, masks) of `dataset` in order: channels_last and bf16 autocast on CUDA."""
+    backbone = model.backbone.eval()
+    if device.type == "cuda":
+        backbone = backbone.to(memory_format=torch.channels_last)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    for images, masks in loader:
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            yield backbone(images).float(), masks
+
+
+def feature_dataset(model: FrozenBackboneSegmenter, dataset: PetSegmentation, cache_dir: str | Path,
+                    device: torch.device, batch_size: int = 16) -> FeatureDataset | None:
+    """The features of `dataset` from the cache, built once if absent; None if it cannot be cached."""
+    if not cacheable(dataset):
+        return None
+    key = hashlib.sha256(f"{backbone_fingerprint(model)}:{dataset_fingerprint(dataset)}".encode()).hexdigest()[:32]
+    folder = Path(cache_dir) / "features" / key
+    with torch.no_grad(), autocast(device):
+        channels, height, width = model.backbone(dataset[0][0][None].to(device)).shape[1:]
+    specs = {"features": ((len(dataset), channels, height, width), FEATURE_DTYPE),
+             "masks": ((len(dataset), dataset.size, dataset.size), np.uint8)}
+
+    def fill(arrays):
+        start = 0
+        for features, masks in backbone_batches(model, dataset, device, batch_size):
+            stop = start + len(features)
+            arrays["features"][start:stop] = features.cpu().numpy().astype(FEATURE_DTYPE)
+            arrays["masks"][start:stop] = masks.numpy().astype(np.uint8)
+            start = stop
+
+    meta = {"items": len(dataset), "shape": [int(channels), int(height), int(width)], "dtype": "float16",
+            "size": dataset.size, "augment": dataset.augment, "seed": dataset.seed}
+    arrays = cached_arrays(folder, specs, fill, meta)
+    if arrays is None:
+        warnings.warn(f"not enough free disk under {cache_dir} for the feature cache of {len(dataset)} items; "
+                      "running the backbone live instead (free space or set cache_dir elsewhere)", stacklevel=2)
+        return None
+    return FeatureDataset(arrays)
+
+
+def list_caches(cache_dir: str | Path) -> list[tuple[Path, int]]:
+    """(folder, bytes) of every feature cache under cache_dir."""
+    root = Path(cache_dir) / "features"
+    return [(folder, folder_size(folder)) for folder in sorted(root.iterdir()) if folder.is_dir()] if root.is_dir() else []
+
+
+def main(argv=None) -> int:
+    """CLI: list the feature caches and their disk use, or clear them."""
+    from .config import default_cache_dir
+
+    parser = argparse.ArgumentParser(description="List or clear petseg's feature caches.")
+    parser.add_argument("--cache-dir", default=str(default_cache_dir()), help="petseg's cache folder")
+    parser.add_argument("--clear", action="store_true", help="delete every feature cache")
+    args = parser.parse_args(argv)
+    caches = list_caches(args.cache_dir)
+    for folder, size in caches:
+        print(f"{size / 2**20:10.1f} MiB  {folder}")
+    total = sum(size for _, size in caches)
+    print(f"{len(caches)} feature cache(s), {total / 2**20:.1f} MiB under {Path(args.cache_dir) / 'features'}")
+    if args.clear:
+        shutil.rmtree(Path(args.cache_dir) / "features", ignore_errors=True)
+        print(f"cleared {total / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
