@@ -1,8 +1,10 @@
 """Train one epoch and evaluate a segmentation model on a loader; no Ray here."""
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +22,25 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_enabled(device: torch.device, enabled: bool = True) -> bool:
+    """bf16 autocast applies: asked for, and on CUDA or a CPU with native bf16."""
+    return enabled and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (no loss scaling needed) when enabled, nothing on the CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast (no loss scaling needed) where amp_enabled, else nothing."""
+    if amp_enabled(device, enabled):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .arraycache import cached_arrays, folder_size
 from .data import PetSegmentation, fingerprint
-from .engine import autocast
+from .engine import amp_enabled, autocast
 from .models import FrozenBackboneSegmenter
 
 FEATURE_DTYPE = np.float16
@@ -79,8 +79,9 @@ class HeadOnly(nn.Module):
 
 
 @torch.no_grad()
-def backbone_batches(model: FrozenBackboneSegmenter, dataset: Dataset, device: torch.device, batch_size: int):
-    """Yield (features, masks) of `dataset` in order: channels_last and bf16 autocast on CUDA."""
+def backbone_batches(model: FrozenBackboneSegmenter, dataset: Dataset, device: torch.device, batch_size: int,
+                     amp: bool = True):
+    """Yield (features, masks) of `dataset` in order: channels_last on CUDA, bf16 autocast where it pays."""
     backbone = model.backbone.eval()
     if device.type == "cuda":
         backbone = backbone.to(memory_format=torch.channels_last)
@@ -89,31 +90,34 @@ def backbone_batches(model: FrozenBackboneSegmenter, dataset: Dataset, device: t
         images = images.to(device, non_blocking=True)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
+        with autocast(device, amp):
             yield backbone(images).float(), masks
 
 
 def feature_dataset(model: FrozenBackboneSegmenter, dataset: PetSegmentation, cache_dir: str | Path,
-                    device: torch.device, batch_size: int = 16) -> FeatureDataset | None:
+                    device: torch.device, batch_size: int = 16, amp: bool = True) -> FeatureDataset | None:
     """The features of `dataset` from the cache, built once if absent; None if it cannot be cached."""
     if not cacheable(dataset):
         return None
-    key = hashlib.sha256(f"{backbone_fingerprint(model)}:{dataset_fingerprint(dataset)}".encode()).hexdigest()[:32]
-    folder = Path(cache_dir) / "features" / key
-    with torch.no_grad(), autocast(device):
+    # bf16 and fp32 backbone passes give different features: the precision is part of the key.
+    precision = "bf16" if amp_enabled(device, amp) else "fp32"
+    identity = f"{backbone_fingerprint(model)}:{dataset_fingerprint(dataset)}:{precision}"
+    folder = Path(cache_dir) / "features" / hashlib.sha256(identity.encode()).hexdigest()[:32]
+    with torch.no_grad(), autocast(device, amp):
         channels, height, width = model.backbone(dataset[0][0][None].to(device)).shape[1:]
     specs = {"features": ((len(dataset), channels, height, width), FEATURE_DTYPE),
              "masks": ((len(dataset), dataset.size, dataset.size), np.uint8)}
 
     def fill(arrays):
         start = 0
-        for features, masks in backbone_batches(model, dataset, device, batch_size):
+        for features, masks in backbone_batches(model, dataset, device, batch_size, amp):
             stop = start + len(features)
             arrays["features"][start:stop] = features.cpu().numpy().astype(FEATURE_DTYPE)
             arrays["masks"][start:stop] = masks.numpy().astype(np.uint8)
             start = stop
 
     meta = {"items": len(dataset), "shape": [int(channels), int(height), int(width)], "dtype": "float16",
+            "computed_in": precision,
             "size": dataset.size, "augment": dataset.augment, "seed": dataset.seed}
     arrays = cached_arrays(folder, specs, fill, meta)
     if arrays is None:

@@ -77,7 +77,8 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
     model = build_seeded_model(variant, pretrained, seed, head_weights, num_classes).to(device)
     train_set, val_set, runner = datasets["train"], datasets["val"], model
     if feature_cache_dir is not None:
-        cached = [feature_dataset(model, datasets[part], feature_cache_dir, device) for part in ("train", "val")]
+        cached = [feature_dataset(model, datasets[part], feature_cache_dir, device, amp=amp)
+                  for part in ("train", "val")]
         if None not in cached:
             train_set, val_set = cached
             runner = HeadOnly(model, datasets["train"].size)

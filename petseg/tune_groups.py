@@ -10,7 +10,6 @@ from __future__ import annotations
 import pickle
 
 import optuna
-from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -24,7 +23,8 @@ class VariantSearcher(Searcher):
         super().__init__(metric=metric, mode=mode)
         self.num_samples = num_samples
         self.searchers = {
-            variant: OptunaSearch(space={"lr": tune.loguniform(low, high)}, metric=metric, mode=mode,
+            variant: OptunaSearch(space={"lr": optuna.distributions.FloatDistribution(low, high, log=True)},
+                                  metric=metric, mode=mode,
                                   sampler=optuna.samplers.TPESampler(seed=seed + index))
             for index, (variant, (low, high)) in enumerate(lr_bounds.items())
         }

@@ -31,7 +31,7 @@ def history(datasets, cache_dir, variant):
         warnings.simplefilter("ignore")
         fit(variant, 1e-3, datasets, max_epochs=3, batch_size=4, patience=3, pretrained=False, seed=0,
             report=lambda m, s, _: out.append((m["train_loss"], m["val_loss"], m["val_weighted_iou"])),
-            feature_cache_dir=cache_dir, device=CPU)
+            feature_cache_dir=cache_dir, device=CPU, amp=False)  # fp32 compute: only the fp16 cache differs
     return np.array(out)
 
 
@@ -49,7 +49,7 @@ def test_cached_features_follow_the_live_loss_trajectory(root, tmp_path, variant
 def test_features_equal_the_backbone_output(root, tmp_path):
     datasets = build_datasets(root, 48, None, augment="offline", seed=0)
     net = model()
-    cached = feature_dataset(net, datasets["train"], tmp_path, CPU)
+    cached = feature_dataset(net, datasets["train"], tmp_path, CPU, amp=False)
     assert len(cached) == len(datasets["train"]) == 2 * len(datasets["train"].samples)
     for index in (0, len(cached) - 1):  # an original and an offline augmented copy
         image, mask = datasets["train"][index]
