@@ -16,7 +16,8 @@ from .config import StudyConfig
 from .data import CLASS_NAMES
 from .engine import default_device, evaluate
 from .models import VARIANTS, parameter_counts
-from .trainable import datasets_from_spec, load_state
+from .dataspec import datasets_from_spec
+from .trainable import load_state
 from .training import build_seeded_model, make_loader
 
 METRICS = ("pixel_accuracy", "mean_iou", "weighted_iou")
@@ -61,6 +62,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
             **{f"best_val_{m}": best.get(f"val_{m}", math.nan) for m in METRICS},
             "best_val_loss": best.get("val_loss", math.nan),
             "seconds": float(result.get("time_total_s", 0.0)),  # the trial's own training time
+            "failures": trial.run_metadata.num_failures,  # attempts that failed (retried or final)
             "node": result.get("node", ""),
             "error": _error_reason(trial),
         })

@@ -1,29 +1,17 @@
 """Arrays computed once and kept on disk: built under a file lock, published atomically, memory-mapped."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .filelock import file_lock
+
 META = "meta.json"
-
-
-@contextmanager
-def file_lock(path: Path):
-    """Hold an exclusive lock on `path` (created if absent) across processes on this node."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def disk_free(folder: Path) -> int:

@@ -15,8 +15,8 @@ from ray import tune
 
 from . import analysis
 from .config import ConfigError, StudyConfig, lr_bounds
-from .data import DatasetError, compute_mean_std, find_samples, load_split, make_split, scan_samples, split_samples
-from .synthetic import write_dataset
+from .data import DatasetError, compute_mean_std, find_samples, make_split, scan_samples, split_samples
+from .dataspec import ensure_dataset
 from .trainable import train_variant
 from .tune_groups import VariantScheduler, VariantSearcher
 
@@ -50,12 +50,10 @@ def check_writable(folder: Path, what: str) -> None:
 
 
 def dataset_root(config: StudyConfig) -> Path:
-    """The dataset root: a generated one under the cache dir (smoke preset), or config.data_root."""
+    """The dataset root: generated under the cache dir (smoke preset), or config.data_root."""
     if config.synthetic_images:
-        root = Path(config.cache_dir) / "synthetic" / f"pets-{config.synthetic_images}-{config.image_size}"
-        if not (root / "oxford-iiit-pet" / "annotations" / "test.txt").is_file():
-            write_dataset(root, num_images=config.synthetic_images, size=config.image_size, seed=config.seed)
-        return root
+        return Path(config.cache_dir).expanduser().resolve() / "synthetic" / (
+            f"pets-{config.synthetic_images}-{config.image_size}-{config.seed}")
     if config.data_root is None:
         raise StudyError("no dataset: pass --data-root DIR (the folder holding oxford-iiit-pet/; add "
                          "--download to fetch it) or use --preset smoke for a generated dataset")
@@ -70,22 +68,24 @@ def prepare_data(config: StudyConfig, saved: Path | None = None) -> dict:
     """The data spec every trial reads: root, split (reused from `saved` on resume), size, statistics."""
     if saved is not None and saved.is_file():
         return json.loads(saved.read_text())
-    root = dataset_root(config)
+    spec = {"root": str(dataset_root(config)), "download": config.download, "synthetic": None,
+            "size": config.image_size, "augment": config.augment, "seed": config.seed,
+            "decoded_cache_dir": config.cache_dir if config.decoded_cache else None}
+    if config.synthetic_images:
+        spec["synthetic"] = {"num_images": config.synthetic_images, "size": config.image_size, "seed": config.seed}
     try:
-        samples = find_samples(root, download=config.download)
+        samples = find_samples(ensure_dataset(spec), download=config.download)
         split = make_split(samples, config.seed)
         parts = split_samples(samples, split)
         _, problems = scan_samples([s for part in parts.values() for s in part], config.cache_dir)
         if problems:
             listing = "\n  ".join(message for _, message in problems)
-            raise DatasetError(f"{len(problems)} unusable file(s) in {root}; fix or remove them "
-                               f"(python -m petseg.data --root {root} lists them):\n  {listing}")
+            raise DatasetError(f"{len(problems)} unusable file(s) in {spec['root']}; fix or remove them "
+                               f"(python -m petseg.data --root {spec['root']} lists them):\n  {listing}")
         mean, std = compute_mean_std(parts["train"], config.image_size, config.cache_dir)
     except DatasetError as err:
         raise StudyError(str(err)) from err
-    return {"root": str(root), "split": split, "size": config.image_size, "mean": list(mean), "std": list(std),
-            "augment": config.augment, "seed": config.seed,
-            "decoded_cache_dir": config.cache_dir if config.decoded_cache else None}
+    return {**spec, "split": split, "mean": list(mean), "std": list(std)}
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -105,10 +105,18 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def connect(config: StudyConfig) -> None:
     """Join the cluster at config.address, or start a local Ray bound to a loopback address."""
-    if config.address:
-        ray.init(address=config.address, log_to_driver=True)
-    else:
+    if not config.address:
         ray.init(_node_ip_address=config.ray_node_ip, include_dashboard=False, log_to_driver=True)
+        return
+    try:
+        ray.init(address=config.address, log_to_driver=True)
+    except ConnectionError as err:
+        token = "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ
+        raise StudyError(
+            f"the Ray cluster at {config.address} refused this driver ({err}). A cluster started with "
+            "RAY_AUTH_MODE=token admits only drivers holding its token: set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN_PATH=<token file> (or RAY_AUTH_TOKEN) here"
+            + (" — a token is set, so check that it is the cluster's" if token else "")) from err
 
 
 def trial_dirname(trial) -> str:
@@ -151,6 +159,8 @@ def make_tuner(config: StudyConfig, data: dict) -> tune.Tuner:
             name=config.name, storage_path=str(Path(config.storage_path).expanduser().resolve()),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Trials write TensorBoard images into their trial folder: carry them to the storage path.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
             callbacks=[TrialLines()],
         ),
     )

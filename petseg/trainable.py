@@ -9,23 +9,14 @@ import torch
 from ray import tune
 from torch.utils.tensorboard import SummaryWriter
 
-from .data import PetSegmentation, find_samples, split_samples
+from .data import PetSegmentation
+from .dataspec import datasets_from_spec
 from .engine import default_device
 from .training import fit
 from .visual import strip
 
 STATE_FILE = "state.pt"
 IMAGES_LOGGED = 4
-
-
-def datasets_from_spec(spec: dict) -> dict[str, PetSegmentation]:
-    """Train/val/test datasets from the driver's data spec (root, split, size, statistics, augmentation)."""
-    parts = split_samples(find_samples(spec["root"]), spec["split"])
-    augment = None if spec["augment"] == "none" else spec["augment"]
-    return {part: PetSegmentation(parts[part], spec["size"], spec["mean"], spec["std"], seed=spec["seed"],
-                                  augment=augment if part == "train" else None,
-                                  decoded_cache_dir=spec.get("decoded_cache_dir"))
-            for part in ("train", "val", "test")}
 
 
 def load_state(checkpoint) -> dict | None:

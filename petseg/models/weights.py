@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..filelock import file_lock
+
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be found locally nor downloaded."""
@@ -33,8 +35,9 @@ def fetch_checkpoint(url: str) -> Path:
     # torchvision file names end in the sha256 prefix of their content: check it after download.
     match = torch.hub.HASH_REGEX.search(path.name)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=True)
+        with file_lock(path.with_name(path.name + ".lock")):  # trials on one node download once
+            if not path.is_file():
+                torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=True)
     except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
         raise WeightsUnavailableError(
             f"could not download {url} ({err}). Without network, download that file elsewhere and "
