@@ -53,13 +53,18 @@ class Sample:
     image: Path
     trimap: Path
 
+    @property
+    def labels(self) -> Path:
+        """The label file (the trimap), under the name every petseg sample type shares."""
+        return self.trimap
 
-def _open_decoded(path: str | Path, kind: str) -> Image.Image:
+
+def open_decoded(path: str | Path, kind: str) -> Image.Image:
     """Open and fully decode an image file; any failure becomes a DatasetError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: {kind} file is missing; restore it from the dataset archive "
-                           "(or pass skip_bad / remove it from the list)", path)
+                           "or remove it from the list", path)
     try:
         with Image.open(path) as image:
             # load() decodes every byte now, so a truncated file fails here and not mid-training.
@@ -67,19 +72,19 @@ def _open_decoded(path: str | Path, kind: str) -> Image.Image:
             return image
     except _DECODE_ERRORS as err:
         raise DatasetError(f"{path}: cannot decode {kind} ({err}); re-extract it from the dataset "
-                           "archive or remove it (or pass skip_bad)", path) from err
+                           "archive or remove it", path) from err
 
 
 def load_image(path: str | Path) -> Image.Image:
     """Load an image fully decoded as RGB (grayscale, CMYK, RGBA, palette, PNG-in-.jpg included)."""
-    image = _open_decoded(path, "image")
+    image = open_decoded(path, "image")
     # Pixels are used as stored (no EXIF rotation): the trimaps are aligned to the stored pixels.
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def load_trimap(path: str | Path) -> np.ndarray:
     """Load a trimap as uint8 class ids [H, W]: 1 pet -> 0, 2 background -> 1, 3 border -> 2."""
-    image = _open_decoded(path, "trimap")
+    image = open_decoded(path, "trimap")
     values = np.asarray(image)
     if values.ndim != 2:
         raise DatasetError(f"{path}: trimap has {len(image.getbands())} channels (mode {image.mode}); "
@@ -197,7 +202,7 @@ def _file_state(path: Path) -> tuple[int, int] | None:
 
 def fingerprint(samples: Sequence[Sample], extra: object, with_trimaps: bool) -> str:
     """Hash of sorted sample names, their files' sizes and mtimes, and extra."""
-    entries = sorted((s.name, _file_state(s.image), _file_state(s.trimap) if with_trimaps else None)
+    entries = sorted((s.name, _file_state(s.image), _file_state(s.labels) if with_trimaps else None)
                      for s in samples)
     return hashlib.sha256(json.dumps([entries, extra]).encode()).hexdigest()[:24]
 
@@ -279,11 +284,14 @@ def compute_mean_std(samples: Sequence[Sample], size: int, cache_dir: str | Path
     return tuple(stats["mean"]), tuple(stats["std"])
 
 
-def augmentation() -> v2.Compose:
-    """The paper's augmentation of an (Image, Mask) pair; colour jitter and blur touch only the image."""
+def augmentation(mask_fill: int = BACKGROUND) -> v2.Compose:
+    """The paper's augmentation of an (Image, Mask) pair; colour jitter and blur touch only the image.
+
+    Rotation fills the corners of the mask with `mask_fill` (the background class for the pets).
+    """
     return v2.Compose([
         v2.RandomRotation(90, interpolation=v2.InterpolationMode.BILINEAR,
-                          fill={tv_tensors.Image: 0, tv_tensors.Mask: BACKGROUND}),
+                          fill={tv_tensors.Image: 0, tv_tensors.Mask: mask_fill}),
         v2.RandomHorizontalFlip(0.5),
         v2.ColorJitter(brightness=(0, 2), contrast=(0, 2), saturation=(0, 2), hue=0.1),
         v2.GaussianBlur(3, sigma=(0.1, 2.0)),
