@@ -140,17 +140,21 @@ class TrialLines(tune.Callback):
               flush=True)
 
 
+def resourced_trainable(config: StudyConfig, data: dict):
+    """The trainable with the data spec bound and the per-trial resources attached."""
+    return tune.with_resources(tune.with_parameters(train_variant, data=data),
+                               {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+
+
 def make_tuner(config: StudyConfig, data: dict) -> tune.Tuner:
     """A Tuner over every selected variant with per-variant search and ASHA."""
-    trainable = tune.with_resources(tune.with_parameters(train_variant, data=data),
-                                    {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
     searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.variants}, config.num_samples,
                                METRIC, MODE, seed=config.seed)
     scheduler = VariantScheduler(config.variants, METRIC, MODE, max_t=config.max_epochs,
                                  grace_period=config.grace_period, reduction_factor=config.reduction_factor
                                  ) if config.asha else None
     return tune.Tuner(
-        trainable,
+        resourced_trainable(config, data),
         param_space=config.to_dict(),
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                     num_samples=config.num_samples * len(config.variants),
@@ -166,8 +170,8 @@ def make_tuner(config: StudyConfig, data: dict) -> tune.Tuner:
     )
 
 
-def run_study(config: StudyConfig, resume: bool = False) -> Path:
-    """Run (or resume) the study and write results/<name>/; returns that folder."""
+def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
+    """Check the study can be written, started or resumed; returns its config (saved one on resume) and folder."""
     path = experiment_path(config)
     check_writable(path.parent, "storage path")
     check_writable(Path(config.results_dir).expanduser().resolve(), "results folder")
@@ -177,12 +181,14 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
     if exists and not resume:
         raise StudyError(f"study {config.name!r} already exists at {path}; pass --resume to continue it "
                          "or --name NEW for a new study")
-    if resume:
-        config = _saved_config(path, config)
-    data = prepare_data(config, path / DATA_FILE if resume else None)
+    return (_saved_config(path, config) if resume else config), path
+
+
+def run_search(config: StudyConfig, data: dict, resume: bool = False) -> Path:
+    """Run (or resume) the Tune search of `config` on `data`; returns Ray's experiment folder."""
+    path = experiment_path(config)
     if config.address:
         check_reachable(config.address)
-
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (path / DATA_FILE).write_text(json.dumps(data))
@@ -196,16 +202,23 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
     started = time.time()
     try:
         if resume:
-            trainable = tune.with_resources(tune.with_parameters(train_variant, data=data),
-                                            {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
-            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
+            tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data),
+                                       resume_unfinished=True)
         else:
             tuner = make_tuner(config, data)
-        grid = tuner.fit()
+        tuner.fit()
     finally:
         ray.shutdown()
     print(f"[petseg] search finished in {time.time() - started:.0f} s", flush=True)
-    results = analysis.write_report(config, data, grid.experiment_path)
+    return path
+
+
+def run_study(config: StudyConfig, resume: bool = False) -> Path:
+    """Run (or resume) the study and write results/<name>/; returns that folder."""
+    config, path = open_study(config, resume)
+    data = prepare_data(config, path / DATA_FILE if resume else None)
+    run_search(config, data, resume)
+    results = analysis.write_report(config, data, path)
     print((results / "comparison.md").read_text())
     return results
 
@@ -220,4 +233,4 @@ def _saved_config(path: Path, requested: StudyConfig) -> StudyConfig:
     return saved
 
 
-__all__ = ["ConfigError", "StudyError", "run_study", "experiment_path"]
+__all__ = ["ConfigError", "StudyError", "experiment_path", "open_study", "run_search", "run_study"]
