@@ -161,7 +161,7 @@ def main(argv=None) -> int:
 
 def render(args, device, table, mfu, peak, naive_s, fast_s, same_trials, same_epochs, smoke, smoke_max) -> str:
     """The Markdown report."""
-    from petseg.analysis import markdown_table
+    from petseg.tables import markdown_table
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     command = "python experiments/benchmark.py " + " ".join(sys.argv[1:])

@@ -1,26 +1,33 @@
-"""Turn a finished study into tables: every trial, and each variant's best trial scored on test."""
+"""Turn a finished study into results: every trial, each variant's best trial scored on test with
+95% bootstrap intervals, paired tests between variants, seed repeats, tables and figures."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
 from ray import tune
 
+from . import figures, stats
 from .config import StudyConfig
 from .data import CLASS_NAMES
-from .engine import default_device, evaluate
-from .models import VARIANTS, parameter_counts
 from .dataspec import datasets_from_spec
+from .engine import default_device
+from .metrics import scores
+from .models import VARIANTS, parameter_counts
+from .tables import markdown_table, paper_tables, with_interval, write_table
 from .trainable import load_state
-from .training import build_seeded_model, make_loader
+from .training import build_seeded_model
 
-METRICS = ("pixel_accuracy", "mean_iou", "weighted_iou")
+METRICS = stats.METRICS
+SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
 
 
 def ended_by(trial, max_epochs: int) -> str:
@@ -38,13 +45,12 @@ def ended_by(trial, max_epochs: int) -> str:
 def _error_reason(trial) -> str:
     if trial.status != "ERROR":
         return ""
-    error = trial.get_error()
-    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    lines = [line.strip() for line in str(trial.get_error() or "").splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
 
 
 def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.DataFrame:
-    """One row per trial: variant, lr, epochs run, how it ended, best val metrics, node, error."""
+    """One row per trial: variant, lr, seed, epochs run, how it ended, best val metrics, time, node, error."""
     rows = []
     for trial in experiment.trials:
         history = experiment.trial_dataframes.get(trial.trial_id)
@@ -56,6 +62,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
             "trial_id": trial.trial_id,
             "variant": trial.config["variant"],
             "lr": trial.config["lr"],
+            "seed": trial.config["seed"],
             "epochs": int(result.get("epoch", 0)),
             "ended_by": ended_by(trial, max_epochs),
             "best_epoch": int(best.get("epoch", 0)),
@@ -69,56 +76,94 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def best_trials(experiment: tune.ExperimentAnalysis, records: pd.DataFrame) -> dict:
-    """variant -> (trial, record) of its trial with the highest val weighted mIoU and a checkpoint."""
+def best_states(experiment: tune.ExperimentAnalysis, records: pd.DataFrame) -> dict[str, tuple[dict, pd.Series]]:
+    """variant -> (checkpointed state, record) of its trial with the highest val weighted mIoU."""
     by_id = {t.trial_id: t for t in experiment.trials}
     best = {}
     scored = records.dropna(subset=["best_val_weighted_iou"]).sort_values("best_val_weighted_iou", ascending=False)
     for _, record in scored.iterrows():
-        trial = by_id[record["trial_id"]]
-        checkpoint = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+        checkpoint = by_id[record["trial_id"]].run_metadata.checkpoint_manager.latest_checkpoint_result
         if record["variant"] not in best and checkpoint is not None:
-            best[record["variant"]] = (checkpoint.checkpoint, record)
+            best[record["variant"]] = (load_state(checkpoint.checkpoint), record)
     return best
 
 
-def score_on_test(config: StudyConfig, variant: str, state: dict, datasets: dict) -> dict:
-    """Test-split metrics of the best head, and the wall time to predict the whole split."""
-    device = default_device()
+def best_model(state: dict, device: torch.device):
+    """The model of a trial's checkpointed state with its best head, built exactly as the trial built it."""
+    config = state["config"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random-init warnings were already shown when the study ran
-        model = build_seeded_model(variant, config.pretrained, config.seed, config.head_weights.get(variant))
+        model = build_seeded_model(config["variant"], config["pretrained"], config["seed"],
+                                   config["head_weights"].get(config["variant"]))
     model.head.load_state_dict(state["progress"]["best_head"])
-    model.to(device)
-    loader = make_loader(datasets["test"], config.batch_size, train=False, num_workers=config.num_workers)
+    return model.to(device).eval()
+
+
+def score_on_test(model, dataset, config: StudyConfig, device: torch.device) -> tuple[dict, np.ndarray]:
+    """Test metrics with 95% bootstrap intervals, and the per-image confusion matrices.
+
+    prediction_time_s is the wall time of that one pass over the whole test split.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    result = evaluate(model, loader, device, len(CLASS_NAMES))
+    confusions = stats.per_image_confusions(model, dataset, device, config.batch_size)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return {**{f"test_{m}": result[m] for m in METRICS},
-            **{f"test_iou_{name}": iou for name, iou in zip(CLASS_NAMES, result["iou_per_class"])},
-            "prediction_time_s": seconds, "test_images": len(datasets["test"]),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "batch_size": config.batch_size}
+    summary = stats.summarize(confusions, seed=config.seed)
+    return ({**{f"test_{k}": v for k, v in summary.items()}, "prediction_time_s": seconds,
+             "test_images": len(dataset), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+             else "cpu", "batch_size": config.batch_size}, confusions)
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of `frame` (floats to 4 decimals)."""
-    def cell(value):
-        if isinstance(value, float):
-            return "" if math.isnan(value) else f"{value:.4g}" if abs(value) < 1e-3 else f"{value:.4f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+def compute_spent(records: pd.DataFrame, variant: str, config: StudyConfig) -> dict:
+    """Trial-epochs and device hours a variant's search used, and the share of epochs ASHA saved."""
+    mine = records[records["variant"] == variant]
+    per_trial_devices = config.gpus_per_trial or config.cpus_per_trial
+    return {"trials": len(mine), "trial_epochs": int(mine["epochs"].sum()),
+            "device_hours": float(mine["seconds"].sum() * per_trial_devices / 3600),
+            "asha_saved": 1 - mine["epochs"].sum() / (len(mine) * config.max_epochs) if len(mine) else math.nan}
 
 
-def write_report(config: StudyConfig, data: dict, experiment_path: str | Path) -> Path:
-    """Write results/<name>/: comparison.csv/.md, all_trials.csv, config, split, best checkpoints."""
+def pairwise(confusions: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+    """Paired bootstrap tests on the same test images between every pair of variants, per metric."""
+    rows = []
+    for (a, conf_a), (b, conf_b) in itertools.combinations(confusions.items(), 2):
+        for metric in METRICS:
+            test = stats.paired_test(conf_a, conf_b, metric, seed=seed)
+            verdict = {"A better": f"{a} better", "B better": f"{b} better"}.get(test["verdict"], test["verdict"])
+            rows.append({"a": a, "b": b, "metric": metric, "difference": test["diff"], "low": test["low"],
+                         "high": test["high"], "p_value": test["p_value"], "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.device) -> pd.DataFrame:
+    """Per variant: how many seeds, and the mean and std of their test metrics (best head of each)."""
+    experiment = tune.ExperimentAnalysis(str(seeds_path))
+    records = trial_records(experiment, config.max_epochs)
+    by_id = {t.trial_id: t for t in experiment.trials}
+    values = {}
+    for _, record in records[records["ended_by"] != "error"].iterrows():
+        checkpoint = by_id[record["trial_id"]].run_metadata.checkpoint_manager.latest_checkpoint_result
+        if checkpoint is None:
+            continue
+        confusions = stats.per_image_confusions(best_model(load_state(checkpoint.checkpoint), device), dataset,
+                                                device, config.batch_size)
+        total = scores(torch.from_numpy(confusions.sum(axis=0)))
+        values.setdefault(record["variant"], []).append([total[m] for m in METRICS])
+    rows = []
+    for variant, runs in values.items():
+        row = {"key": variant, "seeds": len(runs)}
+        for metric, column in zip(METRICS, np.array(runs).T):
+            row[f"test_{metric}_seed_mean"], row[f"test_{metric}_seed_std"] = stats.seed_summary(column)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_report(config: StudyConfig, data: dict, experiment_path: str | Path,
+                 seeds_path: str | Path | None = None) -> Path:
+    """Write results/<name>/: comparison and paper tables, all trials, report.md with figures, checkpoints."""
     experiment = tune.ExperimentAnalysis(str(experiment_path))
     records = trial_records(experiment, config.max_epochs)
     out = Path(config.results_dir).expanduser().resolve() / config.name
@@ -127,27 +172,109 @@ def write_report(config: StudyConfig, data: dict, experiment_path: str | Path) -
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (out / "split.json").write_text(json.dumps(data["split"], indent=1))
 
+    device = default_device()
     datasets = datasets_from_spec(data)
-    rows = []
-    for variant, (checkpoint, record) in best_trials(experiment, records).items():
-        state = load_state(checkpoint)
+    best = best_states(experiment, records)
+    rows, confusions, shown = [], {}, {}
+    for variant in [v for v in config.variants if v in best]:
+        state, record = best[variant]
         torch.save({"variant": variant, "lr": record["lr"], "epoch": int(record["best_epoch"]),
-                    "head": state["progress"]["best_head"], "config": config.to_dict(), "data": data},
+                    "head": state["progress"]["best_head"], "config": state["config"], "data": data},
                    out / "checkpoints" / f"{variant}.pt")
+        model = best_model(state, device)
+        test, confusions[variant] = score_on_test(model, datasets["test"], config, device)
+        shown[variant] = _predict_shown(model, datasets["test"], device)
         trainable, total = parameter_counts(variant)
+        spec = VARIANTS[variant]
         rows.append({
-            "key": variant, "paper_name": VARIANTS[variant].paper_name,
-            "trainable_params": trainable, "total_params": total,
+            "key": variant, "paper_name": spec.paper_name, "backbone": spec.backbone,
+            "head_pretraining": spec.head_pretraining, "trainable_params": trainable, "total_params": total,
             "best_lr": record["lr"], "epochs": record["epochs"], "best_epoch": record["best_epoch"],
             **{f"val_{m}": record[f"best_val_{m}"] for m in METRICS},
-            **score_on_test(config, variant, state, datasets),
+            **test, **compute_spent(records, variant, config),
         })
-    missing = [v for v in config.variants if v not in {row["key"] for row in rows}]
-    for variant in missing:
-        print(f"warning: {variant} has no finished trial with a checkpoint; it is not in the comparison")
+    for variant in config.variants:
+        if variant not in best:
+            print(f"warning: {variant} has no finished trial with a checkpoint; it is not in the comparison")
     comparison = pd.DataFrame(rows)
-    if rows:  # the paper's order, whatever order trials finished in
-        comparison = comparison.set_index("key").loc[[v for v in config.variants if v not in missing]].reset_index()
+    if seeds_path is not None and rows:
+        comparison = comparison.merge(seed_repeats(Path(seeds_path), datasets["test"], config, device),
+                                      on="key", how="left")
     comparison.to_csv(out / "comparison.csv", index=False)
-    (out / "comparison.md").write_text(markdown_table(comparison) if rows else "no variant finished a trial\n")
+    tests = pairwise(confusions, config.seed)
+    tests.to_csv(out / "pairwise.csv", index=False)
+    (out / "comparison.md").write_text(comparison_markdown(comparison, tests))
+    if rows:
+        best_ids = {variant: record["trial_id"] for variant, (_, record) in best.items()}
+        write_report_md(out, config, comparison, tests, records, experiment, datasets["test"], shown, best_ids)
     return out
+
+
+def _predict_shown(model, dataset, device: torch.device) -> list[torch.Tensor]:
+    """The model's masks for the first few test images (the same images for every variant)."""
+    images = torch.stack([dataset[i][0] for i in range(min(SHOWN_IMAGES, len(dataset)))]).to(device)
+    with torch.no_grad():
+        return list(model(images).argmax(dim=1).cpu())
+
+
+def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame) -> str:
+    """The comparison as Markdown: metrics with intervals, seeds if any, then the paired verdicts."""
+    if comparison.empty:
+        return "no variant finished a trial\n"
+    shown = pd.DataFrame({"key": comparison["key"], "paper_name": comparison["paper_name"],
+                          "trainable_params": comparison["trainable_params"],
+                          "total_params": comparison["total_params"], "best_lr": comparison["best_lr"],
+                          "epochs": comparison["epochs"], "val_weighted_iou": comparison["val_weighted_iou"]})
+    for metric in METRICS:
+        shown[f"test_{metric} [95% CI]"] = with_interval(comparison, f"test_{metric}")
+    for name in CLASS_NAMES:
+        shown[f"test_iou_{name}"] = comparison[f"test_iou_{name}"]
+    shown["prediction_time_s"] = comparison["prediction_time_s"]
+    if "seeds" in comparison:
+        for metric in METRICS:
+            shown[f"{metric} over seeds"] = comparison.apply(
+                lambda r, m=metric: f"{r[f'test_{m}_seed_mean']:.4f} ± {r[f'test_{m}_seed_std']:.4f} "
+                f"(n={r['seeds']:.0f})" if pd.notna(r["seeds"]) else "", axis=1)
+    text = markdown_table(shown)
+    if not tests.empty:
+        text += ("\nPaired bootstrap tests on the same test images (difference = a - b, 95% CI); "
+                 "\"not distinguishable\" when the interval contains 0:\n\n" + markdown_table(tests))
+    return text
+
+
+def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, tests: pd.DataFrame,
+                    records: pd.DataFrame, experiment, test_set, shown: dict, best_ids: dict[str, str]) -> Path:
+    """report.md with the paper-style tables (also as CSV/LaTeX), intervals, verdicts and figures."""
+    folder = out / "figures"
+    folder.mkdir(exist_ok=True)
+    table1, table2 = paper_tables(comparison)
+    histories = {v: [(t, experiment.trial_dataframes[t]) for t in records.loc[records.variant == v, "trial_id"]
+                     if t in experiment.trial_dataframes and len(experiment.trial_dataframes[t])]
+                 for v in comparison["key"]}
+    figures.learning_curves({v: h for v, h in histories.items() if h}, best_ids, folder / "learning_curves.png")
+    figures.lr_landscape(records.dropna(subset=["best_val_weighted_iou"]), folder / "lr_landscape.png")
+    bars = comparison.rename(columns={"key": "variant"})
+    bars = bars.rename(columns={f"test_{m}{end}": f"{m}{end}" for m in METRICS for end in ("", "_low", "_high")})
+    figures.metric_bars(bars, folder / "test_metrics.png")
+    count = min(SHOWN_IMAGES, len(test_set))
+    figures.qualitative_grid([test_set[i][0] for i in range(count)], [test_set[i][1] for i in range(count)],
+                             shown, folder / "qualitative.png", test_set.mean.flatten(), test_set.std.flatten())
+    sections = [
+        f"# Study {config.name}", "",
+        f"{len(records)} trials over {len(comparison)} variants; each variant's best trial (highest val weighted "
+        "mIoU) scored on the test split. Intervals are 95% bootstrap intervals over test images.", "",
+        "## Table 1: models", "", write_table(table1, out, "table1", "Models compared"),
+        "## Table 2: results on the test split", "", write_table(table2, out, "table2", "Test results"),
+        "## Test metrics with 95% intervals, and paired tests", "", comparison_markdown(comparison, tests),
+        "## Figures", "",
+        "![learning curves](figures/learning_curves.png)", "",
+        "![learning-rate landscape](figures/lr_landscape.png)", "",
+        "![test metrics with 95% intervals](figures/test_metrics.png)", "",
+        "![image, ground truth and each variant's prediction](figures/qualitative.png)", "",
+        "Files: `table1`/`table2` as .csv, .md and .tex (booktabs); `comparison.csv`; `pairwise.csv`; "
+        "`all_trials.csv`; `checkpoints/`.", "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(sections))
+    return path
+

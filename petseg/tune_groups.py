@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 
 import optuna
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -113,4 +113,36 @@ class VariantScheduler(FIFOScheduler):
         return "\n".join(f"{variant}: {s.debug_string()}" for variant, s in self.schedulers.items())
 
 
-__all__ = ["VariantSearcher", "VariantScheduler", "TrialScheduler"]
+
+
+class FixedTrials(Searcher):
+    """Suggests a fixed list of configs in order, then FINISHED (e.g. seed repeats of chosen configs)."""
+
+    def __init__(self, configs: list[dict], metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.configs = list(configs)
+        self.next = 0
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        """Accept Tune's param_space (constants merged into every trial's config by Tune)."""
+        return True
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """The next config of the list, or FINISHED once all were handed out."""
+        if self.next >= len(self.configs):
+            return Searcher.FINISHED
+        self.next += 1
+        return dict(self.configs[self.next - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Nothing to learn: the list is fixed."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Persist how far down the list the search got."""
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__dict__, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Continue down the list where `save` left it."""
+        with open(checkpoint_path, "rb") as file:
+            self.__dict__.update(pickle.load(file))

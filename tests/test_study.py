@@ -62,6 +62,41 @@ def test_smoke_study_prints_and_writes_the_comparison(smoke):
     assert sorted(p.stem for p in (results / "checkpoints").glob("*.pt")) == sorted(comparison["key"])
 
 
+def test_smoke_report_has_intervals_paired_tests_tables_and_figures(smoke):
+    from PIL import Image
+
+    folder, _ = smoke
+    results = folder / "results" / "smoke"
+    comparison = pd.read_csv(results / "comparison.csv")
+    for metric in ("pixel_accuracy", "mean_iou", "weighted_iou"):
+        assert (comparison[f"test_{metric}_low"] <= comparison[f"test_{metric}"]).all()
+        assert (comparison[f"test_{metric}"] <= comparison[f"test_{metric}_high"]).all()
+    pairs = pd.read_csv(results / "pairwise.csv")
+    assert len(pairs) == 15 * 3  # every pair of six variants, three metrics
+    assert set(pairs["verdict"]) <= {"not distinguishable"} | {f"{v} better" for v in comparison["key"]}
+    for stem in ("table1", "table2"):
+        for suffix in (".csv", ".md", ".tex"):
+            assert (results / f"{stem}{suffix}").is_file()
+    assert "\\toprule" in (results / "table2.tex").read_text()
+    report = (results / "report.md").read_text()
+    for figure in ("learning_curves", "lr_landscape", "test_metrics", "qualitative"):
+        assert f"(figures/{figure}.png)" in report
+        with Image.open(results / "figures" / f"{figure}.png") as image:
+            assert image.width > 400 and image.height > 200
+
+
+def test_report_rebuilds_the_same_results_from_the_storage_path(smoke):
+    folder, _ = smoke
+    rebuilt = folder / "rebuilt"
+    run = subprocess.run([sys.executable, str(REPO / "experiments" / "report.py"), "--name", "smoke",
+                          "--storage-path", str(folder / "ray"), "--results-dir", str(rebuilt)],
+                         capture_output=True, text=True, timeout=300, cwd=folder)
+    assert run.returncode == 0, run.stderr[-3000:]
+    original = pd.read_csv(folder / "results" / "smoke" / "comparison.csv").drop(columns="prediction_time_s")
+    again = pd.read_csv(rebuilt / "smoke" / "comparison.csv").drop(columns="prediction_time_s")
+    pd.testing.assert_frame_equal(original, again)
+
+
 def test_smoke_study_logs_scalars_and_images_to_tensorboard(smoke):
     folder, run = smoke
     experiment = folder / "ray" / "smoke"

@@ -73,3 +73,16 @@ def test_searcher_restore_keeps_budgets_and_history(tmp_path):
     assert restored.started == {"a": 2}
     assert len(restored.searchers["a"]._ot_study.trials) == 2
     assert restored.suggest("t2")["lr"] == pytest.approx(first.suggest("t2")["lr"])
+
+
+def test_fixed_trials_hand_out_the_list_once_and_resume(tmp_path):
+    from petseg.tune_groups import FixedTrials
+
+    configs = [{"variant": "a", "lr": 0.1, "seed": 1}, {"variant": "a", "lr": 0.1, "seed": 2}]
+    searcher = FixedTrials(configs, metric="m", mode="max")
+    assert searcher.suggest("t0") == configs[0]
+    searcher.save(str(tmp_path / "fixed.pkl"))
+    restored = FixedTrials(configs, metric="m", mode="max")
+    restored.restore(str(tmp_path / "fixed.pkl"))
+    assert restored.suggest("t1") == configs[1]
+    assert restored.suggest("t2") == Searcher.FINISHED

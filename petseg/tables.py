@@ -1,0 +1,70 @@
+"""Comparison tables as CSV, Markdown and LaTeX (booktabs), including the paper's Table 1 and Table 2."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+TABLE1 = {"paper_name": "Model", "backbone": "Backbone (frozen)", "head_pretraining": "Head pretraining",
+          "trainable_params": "Trainable params", "total_params": "Total params"}
+TABLE2 = {"paper_name": "Model", "test_pixel_accuracy": "Pixel acc.", "test_weighted_iou": "Weighted mIoU",
+          "test_mean_iou": "mIoU", "test_iou_pet": "IoU pet", "test_iou_background": "IoU background",
+          "test_iou_border": "IoU border", "prediction_time_s": "Prediction time (s)", "best_lr": "Best lr",
+          "epochs": "Epochs", "trial_epochs": "Trial-epochs", "device_hours": "Device hours",
+          "asha_saved": "ASHA saved"}
+
+
+def cell(value) -> str:
+    """A table cell: floats to 4 significant places (small ones in scientific form), NaN empty."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.3g}" if value and abs(value) < 1e-3 else f"{value:.4f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of `frame`."""
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def latex_table(frame: pd.DataFrame, caption: str) -> str:
+    """A booktabs LaTeX table of `frame` (needs \\usepackage{booktabs})."""
+    align = "".join("r" if pd.api.types.is_numeric_dtype(frame[c]) else "l" for c in frame.columns)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(caption)}}}",
+             rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(_latex_escape(str(c)) for c in frame.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(_latex_escape(cell(v)) for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def with_interval(frame: pd.DataFrame, metric: str) -> pd.Series:
+    """'0.9123 [0.9050, 0.9190]' strings of a metric and its 95% interval columns."""
+    return frame.apply(lambda r: f"{cell(r[metric])} [{cell(r[metric + '_low'])}, {cell(r[metric + '_high'])}]",
+                       axis=1)
+
+
+def write_table(frame: pd.DataFrame, folder: Path, stem: str, caption: str) -> str:
+    """Write <stem>.csv, .md and .tex in `folder`; return the Markdown."""
+    frame.to_csv(folder / f"{stem}.csv", index=False)
+    markdown = markdown_table(frame)
+    (folder / f"{stem}.md").write_text(markdown)
+    (folder / f"{stem}.tex").write_text(latex_table(frame, caption))
+    return markdown
+
+
+def paper_tables(comparison: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's Table 1 (architecture) and Table 2 (results, extended), renamed for reading."""
+    table1 = comparison[list(TABLE1)].rename(columns=TABLE1)
+    table2 = comparison[[c for c in TABLE2 if c in comparison]].rename(columns=TABLE2)
+    return table1, table2
