@@ -10,8 +10,8 @@ import argparse
 import os
 import sys
 
-from petseg.config import ConfigError, PRESETS, resolve_config, search_plan
-from petseg.models import VARIANTS, parameter_counts
+from petseg.config import ConfigError, PRESETS, resolve_config, resolve_head_weights, search_plan
+from petseg.models import VARIANTS, parameter_counts, weights_cache_dir
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
                         "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.features` lists or clears it")
+    parser.add_argument("--head-weights", help="folder of VOC / ADE20K head checkpoints <variant>-<hash>.pth "
+                        "(default: the newest in $TORCH_HOME/hub/checkpoints, where pretrain_heads.py writes them)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     parser.add_argument("--dry-run", action="store_true", help="print variants and search plan, train nothing")
     return parser.parse_args(argv)
@@ -44,17 +46,32 @@ def config_from_args(args: argparse.Namespace):
         "address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path, "name": args.name,
         "num_samples": args.num_samples, "max_epochs": args.max_epochs,
         "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir,
+        "head_weights": args.head_weights,
     }
     return resolve_config(args.preset, args.config, overrides)
 
 
+def head_weights_line(config, key: str, heads: dict[str, str]) -> str:
+    """Where variant `key`'s head starts from: a checkpoint file, torchvision's COCO head, or random init."""
+    if key in heads:
+        return heads[key]
+    if not config.pretrained:
+        return "none: pretrained is off, so the head starts from random init"
+    if VARIANTS[key].head_dataset is None:
+        return "COCO (torchvision)"
+    folder = config.head_weights if isinstance(config.head_weights, str) else weights_cache_dir()
+    return f"none found in {folder}: head starts from random init"
+
+
 def print_plan(config) -> None:
-    """Per variant: key, paper name, backbone, head pretraining, parameters (Table 1), search plan."""
+    """Per variant: key, paper name, backbone, head pretraining, parameters (Table 1), head weights, search plan."""
+    heads = resolve_head_weights(config)
     for key in config.variants:
         spec = VARIANTS[key]
         trainable, total = parameter_counts(key)
         print(f"{key:<20} {spec.paper_name:<14} {spec.backbone:<31} head: {spec.head_pretraining:<10} "
               f"trainable {trainable:>10,}  total {total:>10,}")
+        print(f"{'':<20} head weights: {head_weights_line(config, key, heads)}")
         print(f"{'':<20} {search_plan(config, key)}")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .models import VARIANTS
+from .models import VARIANTS, find_head_weights
 
 
 class ConfigError(ValueError):
@@ -47,7 +47,8 @@ class StudyConfig:
     decoded_cache: bool = True
     amp: bool = True
     pretrained: bool = True
-    head_weights: dict[str, str] = field(default_factory=dict)  # variant key -> path or URL
+    # variant key -> path or URL, or a folder of <variant>-*.pth files; see resolve_head_weights.
+    head_weights: dict[str, str] | str = field(default_factory=dict)
     seed: int = 0
     cpus_per_trial: float = 2.0
     gpus_per_trial: float = 0.0
@@ -138,6 +139,12 @@ def validate(config: StudyConfig) -> None:
         raise ConfigError(f"reduction_factor must be at least 2, got {config.reduction_factor}")
     if config.augment not in ("offline", "online", "none"):
         raise ConfigError(f"augment must be offline, online or none, got {config.augment!r}")
+    if not isinstance(config.head_weights, (dict, str)):
+        raise ConfigError("head_weights must map variant keys to checkpoint files, or name a folder; "
+                          f"got {config.head_weights!r}")
+    if isinstance(config.head_weights, str) and not Path(config.head_weights).expanduser().is_dir():
+        raise ConfigError(f"head_weights (--head-weights) {config.head_weights} is not a folder; pass the folder "
+                          "holding <variant>-<hash>.pth head checkpoints (experiments/pretrain_heads.py --output)")
     if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0 "
                           f"(got {config.cpus_per_trial}, {config.gpus_per_trial})")
@@ -147,6 +154,27 @@ def lr_bounds(config: StudyConfig, variant: str) -> tuple[float, float]:
     """The log-uniform learning-rate range searched for `variant` (by its optimiser family)."""
     low, high = config.lr_range[VARIANTS[variant].family]
     return float(low), float(high)
+
+
+def resolve_head_weights(config: StudyConfig) -> dict[str, str]:
+    """variant -> head checkpoint for the selected VOC / ADE20K variants, each found once.
+
+    A dict entry wins; a folder gives its newest <variant>-*.pth; otherwise, with pretrained weights,
+    the newest one in petseg's weights cache ($TORCH_HOME/hub/checkpoints). Variants without any stay out.
+    """
+    given = config.head_weights if isinstance(config.head_weights, dict) else {}
+    resolved = {}
+    for variant in config.variants:
+        if variant in given:
+            resolved[variant] = str(given[variant])
+        elif VARIANTS[variant].head_dataset is not None:
+            if isinstance(config.head_weights, str):
+                found = find_head_weights(variant, config.head_weights)
+            else:  # random-init runs (pretrained: false) stay random unless told otherwise
+                found = find_head_weights(variant) if config.pretrained else None
+            if found is not None:
+                resolved[variant] = str(found)
+    return resolved
 
 
 def search_plan(config: StudyConfig, variant: str) -> str:

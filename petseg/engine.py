@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics import confusion_matrix, scores
+from .segdata import IGNORE  # void pixels (VOC outlines, ADE20K "other"); pets have none
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -45,16 +46,18 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
-                    scheduler=None, amp: bool = True) -> dict:
-    """One pass over `loader` with cross-entropy; returns the mean loss per image."""
+                    scheduler=None, amp: bool = True, ignore_index: int = IGNORE) -> dict:
+    """One pass over `loader` with cross-entropy (pixels labelled `ignore_index` not scored); mean loss per image."""
     model.train()
     total_loss, images = 0.0, 0
     for inputs, target in loader:
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
+        if not (target != ignore_index).any():
+            continue  # nothing to learn from (an all-void ADE20K batch); its loss would be 0/0
         with autocast(device, amp):
             logits = model(inputs)
-        loss = F.cross_entropy(logits.float(), target)
+        loss = F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(f"loss became {loss.item()} after {images} images of this epoch; "
                                      "lower the learning rate")
@@ -71,19 +74,24 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, amp: bool = True) -> dict:
-    """Mean loss and the scores of one confusion matrix accumulated over the whole loader."""
+def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, amp: bool = True,
+             ignore_index: int = IGNORE) -> dict:
+    """Mean loss per scored pixel and the scores of one confusion matrix accumulated over the whole loader."""
     model.eval()
     confmat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    total_loss, images = 0.0, 0
+    total_loss, pixels, images = 0.0, 0, 0
     for inputs, target in loader:
         inputs = inputs.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(inputs)
-        total_loss += F.cross_entropy(logits.float(), target, reduction="mean").item() * len(inputs)
+        # Summed and divided once at the end, so void pixels weigh nothing, whichever batch they fall in.
+        total_loss += F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum").item()
+        pixels += int((target != ignore_index).sum())
         images += len(inputs)
-        confmat += confusion_matrix(logits.argmax(dim=1), target, num_classes)
+        confmat += confusion_matrix(logits.argmax(dim=1), target, num_classes, ignore_index)
     if images == 0:
         raise ValueError("the evaluation loader yielded no batch")
-    return {"loss": total_loss / images, **scores(confmat.cpu()), "confusion_matrix": confmat.cpu()}
+    if pixels == 0:
+        raise ValueError(f"every pixel of the evaluation split is labelled {ignore_index} (ignored): nothing to score")
+    return {"loss": total_loss / pixels, **scores(confmat.cpu()), "confusion_matrix": confmat.cpu()}

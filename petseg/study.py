@@ -1,6 +1,7 @@
 """run_study: one Ray Tune run over all variants, fair per variant, then the comparison tables."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import yaml
 from ray import tune
 
 from . import analysis
-from .config import ConfigError, StudyConfig, lr_bounds
+from .config import ConfigError, StudyConfig, lr_bounds, resolve_head_weights
 from .data import DatasetError, compute_mean_std, find_samples, make_split, scan_samples, split_samples
 from .dataspec import ensure_dataset
 from .trainable import train_variant
@@ -146,17 +147,17 @@ def resourced_trainable(config: StudyConfig, data: dict):
                                {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
 
 
-def make_tuner(config: StudyConfig, data: dict) -> tune.Tuner:
-    """A Tuner over every selected variant with per-variant search and ASHA."""
+def make_tuner(config: StudyConfig, data: dict, metric: str = METRIC) -> tune.Tuner:
+    """A Tuner over every selected variant with per-variant search and ASHA, both maximising `metric`."""
     searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.variants}, config.num_samples,
-                               METRIC, MODE, seed=config.seed)
-    scheduler = VariantScheduler(config.variants, METRIC, MODE, max_t=config.max_epochs,
+                               metric, MODE, seed=config.seed)
+    scheduler = VariantScheduler(config.variants, metric, MODE, max_t=config.max_epochs,
                                  grace_period=config.grace_period, reduction_factor=config.reduction_factor
                                  ) if config.asha else None
     return tune.Tuner(
         resourced_trainable(config, data),
         param_space=config.to_dict(),
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
+        tune_config=tune.TuneConfig(metric=metric, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                     num_samples=config.num_samples * len(config.variants),
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
@@ -184,8 +185,8 @@ def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
     return (_saved_config(path, config) if resume else config), path
 
 
-def run_search(config: StudyConfig, data: dict, resume: bool = False) -> Path:
-    """Run (or resume) the Tune search of `config` on `data`; returns Ray's experiment folder."""
+def run_search(config: StudyConfig, data: dict, resume: bool = False, metric: str = METRIC) -> Path:
+    """Run (or resume) the Tune search of `config` on `data`, maximising `metric`; returns Ray's experiment folder."""
     path = experiment_path(config)
     if config.address:
         check_reachable(config.address)
@@ -205,7 +206,7 @@ def run_search(config: StudyConfig, data: dict, resume: bool = False) -> Path:
             tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data),
                                        resume_unfinished=True)
         else:
-            tuner = make_tuner(config, data)
+            tuner = make_tuner(config, data, metric)
         tuner.fit()
     finally:
         ray.shutdown()
@@ -216,6 +217,8 @@ def run_search(config: StudyConfig, data: dict, resume: bool = False) -> Path:
 def run_study(config: StudyConfig, resume: bool = False) -> Path:
     """Run (or resume) the study and write results/<name>/; returns that folder."""
     config, path = open_study(config, resume)
+    if not resume:  # found once here, so every trial and the analysis use the same files (a resume keeps them)
+        config = dataclasses.replace(config, head_weights=resolve_head_weights(config))
     data = prepare_data(config, path / DATA_FILE if resume else None)
     run_search(config, data, resume)
     results = analysis.write_report(config, data, path)

@@ -1,7 +1,9 @@
 """The Ray Tune function trainable: one trial = one variant fine-tuned with one learning rate."""
 from __future__ import annotations
 
+import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import ray
@@ -10,10 +12,11 @@ from ray import tune
 from torch.utils.tensorboard import SummaryWriter
 
 from .data import PetSegmentation
-from .dataspec import datasets_from_spec
+from .dataspec import datasets_from_spec, spec_kind, spec_num_classes
 from .engine import default_device
+from .synthetic_seg import voc_palette
 from .training import fit
-from .visual import strip
+from .visual import PALETTE, strip
 
 STATE_FILE = "state.pt"
 IMAGES_LOGGED = 4
@@ -27,15 +30,23 @@ def load_state(checkpoint) -> dict | None:
         return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
+def palette_for(num_classes: int) -> torch.Tensor:
+    """Pets' own 3 colours, else the Pascal VOC colour map (256 rows, so void 255 has its colour too)."""
+    if num_classes == len(PALETTE):
+        return PALETTE
+    return torch.tensor(voc_palette(), dtype=torch.uint8).view(256, 3)
+
+
 class ImageLogger:
     """Writes image | ground truth | prediction strips of a few fixed val images to TensorBoard."""
 
-    def __init__(self, trial_dir: str, dataset: PetSegmentation):
+    def __init__(self, trial_dir: str, dataset: PetSegmentation, palette: torch.Tensor = PALETTE):
         # A fresh event file per (re)start: a restored trial never appends to an old file.
         self.writer = SummaryWriter(log_dir=str(Path(trial_dir) / "tensorboard_images"))
         count = min(IMAGES_LOGGED, len(dataset))
         self.images, self.targets = map(torch.stack, zip(*(dataset[i] for i in range(count))))
         self.mean, self.std = dataset.mean.flatten(), dataset.std.flatten()
+        self.palette = palette
 
     @torch.no_grad()
     def log(self, model, epoch: int) -> None:
@@ -43,7 +54,8 @@ class ImageLogger:
         device = next(model.head.parameters()).device
         model.eval()
         predictions = model(self.images.to(device)).argmax(dim=1).cpu()
-        strips = [strip(i, t, p, self.mean, self.std) for i, t, p in zip(self.images, self.targets, predictions)]
+        strips = [strip(i, t, p, self.mean, self.std, self.palette)
+                  for i, t, p in zip(self.images, self.targets, predictions)]
         # One row per image, so the panel reads image | truth | prediction at any image count.
         self.writer.add_image("val/image_truth_prediction", torch.cat(strips, dim=1), epoch)
         self.writer.flush()
@@ -53,7 +65,10 @@ def train_variant(config: dict, data: dict) -> None:
     """Fine-tune config["variant"]'s head with config["lr"], reporting metrics and a checkpoint each epoch."""
     torch.set_num_threads(max(1, int(config["cpus_per_trial"])))
     datasets = datasets_from_spec(data)
-    images = ImageLogger(tune.get_context().get_trial_dir(), datasets["val"])
+    num_classes = spec_num_classes(data)
+    # Tune runs each trial in its own working directory on whichever node it lands, and
+    # SyncConfig(sync_artifacts=True) copies that directory to the storage path.
+    images = ImageLogger(os.getcwd(), datasets["val"], palette_for(num_classes))
     node = ray.util.get_node_ip_address()
 
     def report(metrics: dict, state: dict, model) -> None:
@@ -62,9 +77,12 @@ def train_variant(config: dict, data: dict) -> None:
             torch.save({**state, "config": config}, Path(folder) / STATE_FILE)
             tune.report({**metrics, "node": node}, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
-        batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
-        seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
-        num_workers=config["num_workers"], report=report, state=load_state(tune.get_checkpoint()),
-        device=default_device(), amp=config["amp"],
-        feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None)
+    with warnings.catch_warnings():
+        if spec_kind(data) != "pets":  # pretraining the head is the point: its random init is expected
+            warnings.filterwarnings("ignore", message=".*no head_weights given", category=UserWarning)
+        fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
+            batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
+            seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
+            num_workers=config["num_workers"], num_classes=num_classes, report=report,
+            state=load_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
+            feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None)

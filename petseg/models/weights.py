@@ -1,6 +1,8 @@
 """Pretrained weights: torchvision's cache for downloads, safe loading, head checkpoints by name and shape."""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,9 +24,21 @@ def is_url(source: str | os.PathLike) -> bool:
     return urlparse(str(source)).scheme in ("http", "https", "file")
 
 
+def weights_cache_dir() -> Path:
+    """torchvision's weights cache, which petseg shares: $TORCH_HOME/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def hub_checkpoint_path(url: str) -> Path:
     """Where torchvision's cache keeps the file of `url`: $TORCH_HOME/hub/checkpoints/<name>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    return weights_cache_dir() / os.path.basename(urlparse(url).path)
+
+
+def find_head_weights(variant: str, search_dir: str | os.PathLike | None = None) -> Path | None:
+    """The newest `<variant>-*.pth` head checkpoint in search_dir (default the weights cache), or None."""
+    folder = Path(search_dir).expanduser() if search_dir is not None else weights_cache_dir()
+    found = [path for path in folder.glob(f"{variant}-*.pth") if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
 
 
 def fetch_checkpoint(url: str) -> Path:
@@ -44,6 +58,25 @@ def fetch_checkpoint(url: str) -> Path:
             f"place it at {path} (torchvision's cache, $TORCH_HOME/hub/checkpoints), or run with "
             "pretrained=False / `pretrained: false` for random weights."
         ) from err
+    return path
+
+
+def save_hashed_checkpoint(state: dict[str, torch.Tensor], folder: str | os.PathLike, stem: str) -> Path:
+    """Save `state` as <folder>/<stem>-<first 8 hex of the file's sha256>.pth, the name torchvision gives its files.
+
+    Written under a temporary name and renamed once complete, so no reader sees a partial file.
+    """
+    # Serialised in memory: torch.save names its archive after the file, and a temporary name would
+    # make equal heads hash differently.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    content = buffer.getbuffer()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}-{hashlib.sha256(content).hexdigest()[:8]}.pth"
+    scratch = folder / f".{path.name}.{os.getpid()}.tmp"
+    scratch.write_bytes(content)
+    os.replace(scratch, path)
     return path
 
 

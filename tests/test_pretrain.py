@@ -1,0 +1,186 @@
+"""Head pretraining end to end: generated VOC+SBD and ADE20K -> pretrain_heads.py -> checkpoints the study loads."""
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from petseg.engine import evaluate, train_one_epoch
+from petseg.models import VARIANTS, build_model, find_head_weights, save_hashed_checkpoint
+from petseg.models.denseaspp import DenseASPPHead, DilatedDenseNet
+from petseg.segdata import IGNORE
+from petseg.synthetic_seg import write_ade20k, write_sbd, write_voc
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE, IMAGES = 48, 12
+HEADS = {"voc": ("denseaspp_voc", "cutdenseaspp_voc"), "ade20k": ("denseaspp_ade20k", "cutdenseaspp_ade20k")}
+CLASSES = {"voc": 21, "ade20k": 150}
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised:UserWarning")
+
+
+def load_script(name: str):
+    """An experiments/ script as a module, so its main() runs in this process."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pretrain(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """pretrain_heads.py on tiny settings, every output under `folder` (heads in folder/heads)."""
+    command = [sys.executable, str(REPO / "experiments" / "pretrain_heads.py"), "--no-pretrained",
+               "--image-size", str(SIZE), "--batch-size", "4", "--num-samples", "1", "--max-epochs", "2",
+               "--cpus-per-trial", "1", "--storage-path", str(folder / "ray"), "--cache-dir", str(folder / "cache"),
+               "--output", str(folder / "heads"), *args]
+    env = {**os.environ, "TORCH_HOME": str(folder / "torch")}  # never touch the user's weights cache
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=folder, env=env)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Both datasets pretrained into one heads folder: VOC from given VOC + SBD roots, ADE20K via --synthetic."""
+    folder = tmp_path_factory.mktemp("pretrain")
+    data = folder / "data"
+    write_voc(data / "voc", IMAGES, SIZE, seed=0)
+    write_sbd(data / "sbd", IMAGES, SIZE, seed=0)
+    done = {"voc": pretrain(folder, "--dataset", "voc", "--data-root", str(data / "voc"),
+                            "--sbd-root", str(data / "sbd")),
+            "ade20k": pretrain(folder, "--dataset", "ade20k", "--synthetic", str(IMAGES))}
+    for run in done.values():
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return folder, done
+
+
+@pytest.mark.parametrize("dataset", ["voc", "ade20k"])
+def test_checkpoints_are_hashed_public_layout_with_the_right_classes(runs, dataset):
+    folder, done = runs
+    table = pd.read_csv(folder / "results" / f"heads_{dataset}" / "pretrained_heads.csv")
+    assert list(table["variant"]) == list(HEADS[dataset])
+    assert table["val_mean_iou"].between(0, 1).all() and table["val_pixel_accuracy"].between(0, 1).all()
+    assert (table["epochs"] >= 1).all() and (table["best_lr"] > 0).all()
+    assert set(table["dataset"]) == {"voc+sbd" if dataset == "voc" else "ade20k"}
+    markdown = (folder / "results" / f"heads_{dataset}" / "pretrained_heads.md").read_text()
+    assert markdown.strip() in done[dataset].stdout  # the table printed is the one written
+
+    for variant, file in zip(table["variant"], table["file"]):
+        path = Path(file)
+        assert path.parent == folder / "heads" and path.name.startswith(f"{variant}-")
+        assert path.name == f"{variant}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"
+        state = torch.load(path, weights_only=True)
+        spec = VARIANTS[variant]
+        backbone = DilatedDenseNet(int(spec.arch.removeprefix("densenet")))
+        head = DenseASPPHead(backbone.out_channels, CLASSES[dataset], spec.rates)
+        expected = {**{f"features.{k}": v.shape for k, v in backbone.features.state_dict().items()},
+                    **{f"head.{k}": v.shape for k, v in head.state_dict().items()}}
+        assert {k: v.shape for k, v in state.items()} == expected
+        assert state["head.block.1.weight"].shape[0] == CLASSES[dataset]
+
+
+def test_pretraining_uses_the_feature_cache_and_logs_images(runs):
+    folder, _ = runs
+    assert len([p for p in (folder / "cache" / "features").iterdir() if p.is_dir()]) == 8  # 4 heads x train, val
+    for dataset, variants in HEADS.items():
+        for variant in variants:
+            trial = next((folder / "ray" / f"heads_{dataset}").glob(f"{variant}_*"))
+            assert list((trial / "tensorboard_images").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("dataset", ["voc", "ade20k"])
+def test_the_study_loads_every_head_tensor_but_the_classifier(runs, dataset, capsys):
+    folder, _ = runs
+    for variant in HEADS[dataset]:
+        path = find_head_weights(variant, folder / "heads")
+        model = build_model(variant, pretrained=False, head_weights=path)
+        report = capsys.readouterr().out
+        tensors = len(model.head.state_dict())
+        assert f"head weights from {path}: loaded {tensors - 2} tensors, skipped 2, left at init 2" in report
+        assert f"skipped head.block.1.weight: shape ({CLASSES[dataset]}," in report
+
+
+def test_dry_run_names_the_head_file_of_each_variant(runs, capsys):
+    folder, _ = runs
+    assert load_script("compare").main(["--dry-run", "--head-weights", str(folder / "heads")]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if "head weights:" in line]
+    expected = ["head weights: COCO (torchvision)"] * 2 + [
+        f"head weights: {find_head_weights(v, folder / 'heads')}" for v in VARIANTS if VARIANTS[v].head_dataset]
+    assert lines == expected
+
+
+def test_study_finds_the_newest_head_in_the_weights_cache(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    old, new = cache / "denseaspp_voc-00000000.pth", cache / "denseaspp_voc-11111111.pth"
+    for age, path in ((200, old), (100, new)):
+        path.write_bytes(b"")
+        os.utime(path, (path.stat().st_mtime - age,) * 2)
+    (cache / "cutdenseaspp_voc-22222222.pth").write_bytes(b"")  # another variant's, not a match
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert load_script("compare").main(["--dry-run", "--variants", "denseaspp_voc,denseaspp_ade20k"]) == 0
+    out = capsys.readouterr().out
+    assert f"head weights: {new}" in out
+    assert f"head weights: none found in {cache}: head starts from random init" in out
+
+
+@pytest.mark.parametrize("dataset,missing", [
+    ("voc", "VOCdevkit/VOC2012 is missing"),
+    ("ade20k", "ADEChallengeData2016/images/validation is missing"),
+])
+def test_a_root_with_the_wrong_layout_names_what_is_missing(dataset, missing, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "root"
+    root.mkdir()
+    if dataset == "ade20k":  # a tree whose validation images were never extracted
+        write_ade20k(root, 4, 32)
+        shutil.rmtree(root / "ADEChallengeData2016" / "images" / "validation")
+    monkeypatch.chdir(tmp_path)
+    code = load_script("pretrain_heads").main([
+        "--dataset", dataset, "--data-root", str(root), "--storage-path", str(tmp_path / "ray"),
+        "--output", str(tmp_path / "heads")])
+    assert code == 2
+    assert missing in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]  # nothing written
+
+
+def test_an_unknown_dataset_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("pretrain_heads").main(["--dataset", "coco", "--data-root", "."])
+    assert exit_info.value.code == 2 and "invalid choice: 'coco'" in capsys.readouterr().err
+
+
+def test_pixels_labelled_255_change_neither_loss_nor_confusion_matrix():
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, 1)  # per pixel: an input pixel only moves its own logits
+    images = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 4, (2, 8, 8))
+    void = torch.rand(2, 8, 8) < 0.3
+    target[void] = IGNORE
+    changed = torch.where(void[:, None], torch.randn(2, 3, 8, 8) * 5, images)
+
+    def scored(inputs):
+        batch = [(inputs, target)]
+        val = evaluate(model, batch, torch.device("cpu"), 4, amp=False)
+        train = train_one_epoch(model, batch, torch.optim.SGD(model.parameters(), lr=0.0), torch.device("cpu"),
+                                amp=False)
+        return val, train
+
+    (val, train), (val_changed, train_changed) = scored(images), scored(changed)
+    assert torch.equal(val["confusion_matrix"], val_changed["confusion_matrix"])
+    assert val["confusion_matrix"].sum() == (~void).sum()
+    assert val["loss"] == pytest.approx(val_changed["loss"]) and train["loss"] == pytest.approx(train_changed["loss"])
+    logits = model(images).permute(0, 2, 3, 1)[~void]
+    assert val["loss"] == pytest.approx(nn.functional.cross_entropy(logits, target[~void]).item(), rel=1e-5)
+
+
+def test_equal_heads_get_the_same_file_name(tmp_path):
+    state = {"head.block.1.weight": torch.ones(21, 4, 1, 1)}
+    first = save_hashed_checkpoint(state, tmp_path, "denseaspp_voc")
+    assert save_hashed_checkpoint(state, tmp_path, "denseaspp_voc") == first
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
+    assert torch.equal(torch.load(first, weights_only=True)["head.block.1.weight"], state["head.block.1.weight"])
