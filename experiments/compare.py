@@ -25,6 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--storage-path", help="where Ray keeps trials, checkpoints and TensorBoard logs")
     parser.add_argument("--name", help="study name: results/<name>/ and the Ray experiment folder")
+    parser.add_argument("--results-dir", help="where results/<name>/ goes (default: results)")
     parser.add_argument("--num-samples", type=int, help="learning rates tried per variant")
     parser.add_argument("--max-epochs", type=int, help="epochs per trial at most")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
@@ -44,6 +45,7 @@ def config_from_args(args: argparse.Namespace):
     overrides = {
         "variants": variants, "data_root": args.data_root, "download": args.download,
         "address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path, "name": args.name,
+        "results_dir": args.results_dir,
         "num_samples": args.num_samples, "max_epochs": args.max_epochs,
         "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir,
         "head_weights": args.head_weights,

@@ -54,6 +54,7 @@ class StudyConfig:
     gpus_per_trial: float = 0.0
     num_workers: int = 0
     max_failures: int = 1
+    max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
     address: str | None = None
     # The local Ray binds here; Ray rewrites 127.0.0.1 to the outward address, other loopbacks it keeps.
     ray_node_ip: str = field(default_factory=lambda: "127.0.0.2" if sys.platform == "linux" else "127.0.0.1")
@@ -145,6 +146,11 @@ def validate(config: StudyConfig) -> None:
     if isinstance(config.head_weights, str) and not Path(config.head_weights).expanduser().is_dir():
         raise ConfigError(f"head_weights (--head-weights) {config.head_weights} is not a folder; pass the folder "
                           "holding <variant>-<hash>.pth head checkpoints (experiments/pretrain_heads.py --output)")
+    if "://" in config.storage_path:
+        raise ConfigError(f"storage_path {config.storage_path} is a URI; petseg needs a mounted folder shared by "
+                          "the nodes (NFS, EFS, a Kubernetes volume), e.g. --storage-path /mnt/shared/petseg")
+    if config.max_concurrent_trials < 0:
+        raise ConfigError(f"max_concurrent_trials must be 0 (fit the cluster) or more, got {config.max_concurrent_trials}")
     if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0 "
                           f"(got {config.cpus_per_trial}, {config.gpus_per_trial})")

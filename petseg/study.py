@@ -147,6 +147,21 @@ def resourced_trainable(config: StudyConfig, data: dict):
                                {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
 
 
+def trial_slots(config: StudyConfig) -> int:
+    """How many trials run at once: config.max_concurrent_trials, or what the cluster's resources fit now.
+
+    Tune admits one pending trial at a time for a custom searcher unless told a concurrency, which
+    would run the study one trial after another.
+    """
+    if config.max_concurrent_trials:
+        return config.max_concurrent_trials
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 0) // config.cpus_per_trial
+    if config.gpus_per_trial:
+        slots = min(slots, resources.get("GPU", 0) // config.gpus_per_trial)
+    return max(1, int(slots))
+
+
 def make_tuner(config: StudyConfig, data: dict, metric: str = METRIC) -> tune.Tuner:
     """A Tuner over every selected variant with per-variant search and ASHA, both maximising `metric`."""
     searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.variants}, config.num_samples,
@@ -159,7 +174,7 @@ def make_tuner(config: StudyConfig, data: dict, metric: str = METRIC) -> tune.Tu
         param_space=config.to_dict(),
         tune_config=tune.TuneConfig(metric=metric, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                     num_samples=config.num_samples * len(config.variants),
-                                    trial_dirname_creator=trial_dirname),
+                                    max_concurrent_trials=trial_slots(config), trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=config.name, storage_path=str(Path(config.storage_path).expanduser().resolve()),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),

@@ -62,6 +62,20 @@ def test_smoke_study_prints_and_writes_the_comparison(smoke):
     assert sorted(p.stem for p in (results / "checkpoints").glob("*.pt")) == sorted(comparison["key"])
 
 
+def test_smoke_trials_run_side_by_side(smoke):
+    """Two CPUs and one CPU per trial: trials of the study overlap in time (no idle slot)."""
+    import json
+
+    folder, _ = smoke
+    spans = []
+    for result in (folder / "ray" / "smoke").glob("*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines()]
+        spans.append((lines[0]["timestamp"] - lines[0]["time_this_iter_s"], lines[-1]["timestamp"]))
+    spans.sort()
+    overlapping = sum(1 for (_, end), (start, _) in zip(spans, spans[1:]) if start < end)
+    assert overlapping >= len(spans) // 3, spans
+
+
 def test_smoke_report_has_intervals_paired_tests_tables_and_figures(smoke):
     from PIL import Image
 
