@@ -28,6 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--results-dir", help="where results/<name>/ goes (default: results)")
     parser.add_argument("--num-samples", type=int, help="learning rates tried per variant")
     parser.add_argument("--max-epochs", type=int, help="epochs per trial at most")
+    parser.add_argument("--seeds", type=int, help="retrain each variant's best lr with N more seeds (mean ± std)")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
@@ -46,7 +47,7 @@ def config_from_args(args: argparse.Namespace):
         "variants": variants, "data_root": args.data_root, "download": args.download,
         "address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path, "name": args.name,
         "results_dir": args.results_dir,
-        "num_samples": args.num_samples, "max_epochs": args.max_epochs,
+        "num_samples": args.num_samples, "seeds": args.seeds, "max_epochs": args.max_epochs,
         "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir,
         "head_weights": args.head_weights,
     }

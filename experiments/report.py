@@ -13,7 +13,7 @@ import yaml
 
 from petseg import analysis
 from petseg.config import StudyConfig
-from petseg.study import CONFIG_FILE, DATA_FILE
+from petseg.study import CONFIG_FILE, DATA_FILE, experiment_path, seeds_study
 
 
 def main(argv=None) -> int:
@@ -29,10 +29,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     config = StudyConfig(**yaml.safe_load((path / CONFIG_FILE).read_text()))
+    config.storage_path = args.storage_path  # the folder was found here, wherever the study ran from
     if args.results_dir:
         config.results_dir = args.results_dir
     data = json.loads((path / DATA_FILE).read_text())
-    out = analysis.write_report(config, data, path)
+    seeds_path = experiment_path(seeds_study(config))
+    out = analysis.write_report(config, data, path, seeds_path if seeds_path.is_dir() else None)
     print((out / "comparison.md").read_text())
     print(f"wrote {out}")
     return 0

@@ -54,6 +54,7 @@ class StudyConfig:
     gpus_per_trial: float = 0.0
     num_workers: int = 0
     max_failures: int = 1
+    seeds: int = 0  # > 0: retrain each variant's best configuration with this many more seeds
     max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
     address: str | None = None
     # The local Ray binds here; Ray rewrites 127.0.0.1 to the outward address, other loopbacks it keeps.
@@ -149,6 +150,8 @@ def validate(config: StudyConfig) -> None:
     if "://" in config.storage_path:
         raise ConfigError(f"storage_path {config.storage_path} is a URI; petseg needs a mounted folder shared by "
                           "the nodes (NFS, EFS, a Kubernetes volume), e.g. --storage-path /mnt/shared/petseg")
+    if config.seeds < 0:
+        raise ConfigError(f"seeds must be 0 or more, got {config.seeds}")
     if config.max_concurrent_trials < 0:
         raise ConfigError(f"max_concurrent_trials must be 0 (fit the cluster) or more, got {config.max_concurrent_trials}")
     if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:

@@ -19,7 +19,7 @@ from .config import ConfigError, StudyConfig, lr_bounds, resolve_head_weights
 from .data import DatasetError, compute_mean_std, find_samples, make_split, scan_samples, split_samples
 from .dataspec import ensure_dataset
 from .trainable import train_variant
-from .tune_groups import VariantScheduler, VariantSearcher
+from .tune_groups import FixedTrials, VariantScheduler, VariantSearcher
 
 METRIC, MODE = "val_weighted_iou", "max"
 CONFIG_FILE, DATA_FILE = "petseg_config.yaml", "petseg_data.json"
@@ -162,19 +162,27 @@ def trial_slots(config: StudyConfig) -> int:
     return max(1, int(slots))
 
 
-def make_tuner(config: StudyConfig, data: dict, metric: str = METRIC) -> tune.Tuner:
-    """A Tuner over every selected variant with per-variant search and ASHA, both maximising `metric`."""
-    searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.variants}, config.num_samples,
-                               metric, MODE, seed=config.seed)
-    scheduler = VariantScheduler(config.variants, metric, MODE, max_t=config.max_epochs,
-                                 grace_period=config.grace_period, reduction_factor=config.reduction_factor
-                                 ) if config.asha else None
+def make_tuner(config: StudyConfig, data: dict, metric: str = METRIC, fixed: list[dict] | None = None
+               ) -> tune.Tuner:
+    """A Tuner over every selected variant with per-variant search and ASHA, both maximising `metric`.
+
+    With `fixed`, it runs exactly those trial configs instead (no search, no ASHA).
+    """
+    if fixed is not None:
+        searcher, scheduler, trials = FixedTrials(fixed, metric, MODE), None, len(fixed)
+    else:
+        searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.variants}, config.num_samples,
+                                   metric, MODE, seed=config.seed)
+        scheduler = VariantScheduler(config.variants, metric, MODE, max_t=config.max_epochs,
+                                     grace_period=config.grace_period, reduction_factor=config.reduction_factor
+                                     ) if config.asha else None
+        trials = config.num_samples * len(config.variants)
     return tune.Tuner(
         resourced_trainable(config, data),
         param_space=config.to_dict(),
         tune_config=tune.TuneConfig(metric=metric, mode=MODE, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=config.num_samples * len(config.variants),
-                                    max_concurrent_trials=trial_slots(config), trial_dirname_creator=trial_dirname),
+                                    num_samples=trials, max_concurrent_trials=trial_slots(config),
+                                    trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=config.name, storage_path=str(Path(config.storage_path).expanduser().resolve()),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
@@ -200,7 +208,8 @@ def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
     return (_saved_config(path, config) if resume else config), path
 
 
-def run_search(config: StudyConfig, data: dict, resume: bool = False, metric: str = METRIC) -> Path:
+def run_search(config: StudyConfig, data: dict, resume: bool = False, metric: str = METRIC,
+               fixed: list[dict] | None = None) -> Path:
     """Run (or resume) the Tune search of `config` on `data`, maximising `metric`; returns Ray's experiment folder."""
     path = experiment_path(config)
     if config.address:
@@ -221,7 +230,7 @@ def run_search(config: StudyConfig, data: dict, resume: bool = False, metric: st
             tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data),
                                        resume_unfinished=True)
         else:
-            tuner = make_tuner(config, data, metric)
+            tuner = make_tuner(config, data, metric, fixed)
         tuner.fit()
     finally:
         ray.shutdown()
@@ -236,15 +245,34 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
         config = dataclasses.replace(config, head_weights=resolve_head_weights(config))
     data = prepare_data(config, path / DATA_FILE if resume else None)
     run_search(config, data, resume)
-    results = analysis.write_report(config, data, path)
+    seeds_path = None
+    if config.seeds:
+        seeds_config = seeds_study(config)
+        seeds_path = experiment_path(seeds_config)
+        run_search(seeds_config, data, tune.Tuner.can_restore(str(seeds_path)), fixed=seed_trials(config, path))
+    results = analysis.write_report(config, data, path, seeds_path)
     print((results / "comparison.md").read_text())
     return results
+
+
+def seeds_study(config: StudyConfig) -> StudyConfig:
+    """The config of a study's seed repeats: its own Ray experiment, <name>-seeds, with no ASHA."""
+    return dataclasses.replace(config, name=f"{config.name}-seeds", asha=False)
+
+
+def seed_trials(config: StudyConfig, path: Path) -> list[dict]:
+    """Each variant's best learning rate (by val weighted mIoU) retrained with seeds seed+1 .. seed+N."""
+    records = analysis.trial_records(tune.ExperimentAnalysis(str(path)), config.max_epochs)
+    scored = records.dropna(subset=["best_val_weighted_iou"])
+    best = scored.loc[scored.groupby("variant")["best_val_weighted_iou"].idxmax()]
+    return [{"variant": row.variant, "lr": float(row.lr), "seed": config.seed + k}
+            for row in best.itertuples() for k in range(1, config.seeds + 1)]
 
 
 def _saved_config(path: Path, requested: StudyConfig) -> StudyConfig:
     """The config a study started with; on resume only where and how it runs may change."""
     saved = StudyConfig(**yaml.safe_load((path / CONFIG_FILE).read_text()))
-    for name in ("address", "cpus_per_trial", "gpus_per_trial", "results_dir"):
+    for name in ("address", "cpus_per_trial", "gpus_per_trial", "results_dir", "seeds"):
         setattr(saved, name, getattr(requested, name))
     if requested.variants != saved.variants and requested.variants != StudyConfig().variants:
         print(f"warning: --resume keeps the study's variants {saved.variants}", file=sys.stderr)

@@ -1,4 +1,5 @@
 """The study runner end to end through compare.py: tables, TensorBoard, resume, a failing trial, bad input."""
+import json
 import os
 import signal
 import subprocess
@@ -64,8 +65,6 @@ def test_smoke_study_prints_and_writes_the_comparison(smoke):
 
 def test_smoke_trials_run_side_by_side(smoke):
     """Two CPUs and one CPU per trial: trials of the study overlap in time (no idle slot)."""
-    import json
-
     folder, _ = smoke
     spans = []
     for result in (folder / "ray" / "smoke").glob("*/result.json"):
@@ -139,6 +138,20 @@ def test_failing_trial_errors_while_the_others_finish(tmp_path):
     assert trials.loc["fcn_resnet50", "ended_by"] == "max epochs"
     comparison = pd.read_csv(tmp_path / "results" / "nan" / "comparison.csv")
     assert list(comparison["key"]) == ["fcn_resnet50"]
+
+
+def test_seed_repeats_report_mean_and_std(tmp_path):
+    config = write_config(tmp_path, max_epochs=1, num_samples=1)
+    run = compare("--preset", "smoke", "--config", str(config), "--name", "seeded", "--seeds", "2",
+                  "--variants", "denseaspp_voc", folder=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seeds = pd.read_csv(tmp_path / "results" / "seeded" / "comparison.csv").iloc[0]
+    assert seeds["seeds"] == 2
+    for metric in ("pixel_accuracy", "mean_iou", "weighted_iou"):
+        assert 0 < seeds[f"test_{metric}_seed_mean"] <= 1 and seeds[f"test_{metric}_seed_std"] >= 0
+    trials = list((tmp_path / "ray" / "seeded-seeds").glob("denseaspp_voc_*/params.json"))
+    assert sorted(json.loads(p.read_text())["seed"] for p in trials) == [1, 2]
+    assert "over seeds" in (tmp_path / "results" / "seeded" / "comparison.md").read_text()
 
 
 def trial_statuses(experiment: Path) -> dict:
