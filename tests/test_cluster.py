@@ -1,0 +1,232 @@
+"""A token-authenticated two-node Ray cluster on loopback: compare.py --address, ray job submit, faults.
+
+Nodes get their own loopback addresses (127.0.0.2, .3, .4: Ray rewrites 127.0.0.1), their own ports
+and temp dir, and the fixture stops exactly the processes it started, also when a test fails.
+"""
+import json
+import os
+import secrets
+import signal
+import socket
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPARE = REPO / "experiments" / "compare.py"
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def start(args, env, log: Path) -> subprocess.Popen:
+    """A `ray start ... --block` in its own process group, so it and its children stop together."""
+    return subprocess.Popen([RAY, "start", *args, "--block", "--disable-usage-stats"], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop one node: its process group, politely then by force."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def alive_nodes(address: str, env: dict) -> int:
+    out = subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True, text=True).stdout
+    active = out.split("Active:", 1)[-1].split("Pending:", 1)[0]
+    return sum(1 for line in active.splitlines() if "node_" in line)
+
+
+class Cluster:
+    """Head at 127.0.0.2 plus workers on further loopback addresses, all sharing one token."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        token = folder / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+        self.port, self.dashboard = free_port("127.0.0.2"), free_port("127.0.0.1")
+        self.address = f"127.0.0.2:{self.port}"
+        self.nodes: dict[str, subprocess.Popen] = {}
+        # Short: Ray's socket paths live under it. One per node: nodes sharing a temp dir delete
+        # each other's job working directories.
+        self.temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+
+    def node_args(self, ip: str) -> list[str]:
+        """What every node needs of its own on a shared machine: address, temp dir, agent port."""
+        return [f"--node-ip-address={ip}", "--num-cpus=1", f"--temp-dir={self.temp / ip}",
+                f"--dashboard-agent-listen-port={free_port('127.0.0.1')}"]
+
+    def start_head(self):
+        self.nodes["127.0.0.2"] = start(
+            ["--head", f"--port={self.port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard}",
+             f"--ray-client-server-port={free_port('127.0.0.2')}", *self.node_args("127.0.0.2")],
+            self.env, self.folder / "head.log")
+        wait_for(lambda: self._port_open(), 60, "the head node's GCS port")
+
+    def add_worker(self, ip: str):
+        self.nodes[ip] = start([f"--address={self.address}", *self.node_args(ip)], self.env,
+                               self.folder / f"worker-{ip}.log")
+        wait_for(lambda: alive_nodes(self.address, self.env) == len(self.nodes), 90, f"node {ip} to join")
+
+    def _port_open(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.2", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def stop_all(self):
+        for process in reversed(list(self.nodes.values())):
+            stop(process)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    cluster = Cluster(folder)
+    try:
+        cluster.start_head()
+        cluster.add_worker("127.0.0.3")
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+def study_config(folder: Path, **values) -> Path:
+    path = folder / f"config-{secrets.token_hex(4)}.yaml"
+    path.write_text(yaml.safe_dump({"results_dir": str(folder / "results"), "cache_dir": str(folder / "cache"),
+                                    **values}))
+    return path
+
+
+def test_compare_runs_trials_on_both_nodes(cluster):
+    folder = cluster.folder
+    run = subprocess.run(
+        [sys.executable, str(COMPARE), "--preset", "smoke", "--address", cluster.address, "--name", "two_nodes",
+         "--variants", "denseaspp_voc,denseaspp_ade20k", "--storage-path", str(folder / "storage"),
+         "--config", str(study_config(folder))],
+        env=cluster.env, capture_output=True, text=True, timeout=600, cwd=folder)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trials = pd.read_csv(folder / "results" / "two_nodes" / "all_trials.csv")
+    assert set(trials["node"]) == {"127.0.0.2", "127.0.0.3"}
+    assert (trials["ended_by"] != "error").all()
+    # every trial's TensorBoard images reached the storage path, whichever node ran it
+    for trial_id in trials["trial_id"]:
+        images = next((folder / "storage" / "two_nodes").glob(f"*_{trial_id}")) / "tensorboard_images"
+        assert any(images.glob("events.out.tfevents.*")), trial_id
+
+
+def test_ray_job_submit_runs_the_study(cluster):
+    folder = cluster.folder
+    entrypoint = (f"{sys.executable} experiments/compare.py --preset smoke --name job --variants fcn_resnet50 "
+                  f"--storage-path {folder / 'storage'} --config {study_config(folder, num_samples=1)}")
+    run = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard}",
+                          "--working-dir", str(REPO), "--", *entrypoint.split()],
+                         env=cluster.env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "succeeded" in run.stdout
+    assert len(pd.read_csv(folder / "results" / "job" / "comparison.csv")) == 1
+
+
+def test_driver_without_the_token_is_refused(cluster):
+    env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    run = subprocess.run(
+        [sys.executable, str(COMPARE), "--preset", "smoke", "--address", cluster.address, "--name", "intruder",
+         "--storage-path", str(cluster.folder / "storage"), "--config", str(study_config(cluster.folder))],
+        env=env, capture_output=True, text=True, timeout=300, cwd=cluster.folder)
+    assert run.returncode == 2
+    assert f"the Ray cluster at {cluster.address} refused this driver" in run.stderr
+    assert "RAY_AUTH_MODE=token" in run.stderr
+
+
+def results_by_trial(experiment: Path) -> dict[str, list[dict]]:
+    """Every reported result line per trial id, read from the trials' result.json files."""
+    out = {}
+    for trial in experiment.glob("*_*"):
+        lines = (trial / "result.json").read_text().splitlines() if (trial / "result.json").is_file() else []
+        out[trial.name.rsplit("_", 1)[1]] = [json.loads(line) for line in lines if line.strip()]
+    return out
+
+
+def test_killed_node_trials_resume_elsewhere_from_their_checkpoint(tmp_path):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_head()
+        cluster.add_worker("127.0.0.3")
+        cluster.add_worker("127.0.0.4")
+        experiment = tmp_path / "storage" / "node_loss"
+        driver = subprocess.Popen(
+            [sys.executable, str(COMPARE), "--preset", "smoke", "--address", cluster.address, "--name",
+             "node_loss", "--variants", "denseaspp_voc,cutdenseaspp_voc", "--storage-path", str(tmp_path / "storage"),
+             "--config", str(study_config(tmp_path, max_epochs=4, grace_period=4, patience=4, max_failures=2))],
+            env=cluster.env, stdout=(tmp_path / "driver.log").open("w"), stderr=subprocess.STDOUT, cwd=tmp_path)
+
+        def a_trial_on_the_doomed_node_has_an_epoch():
+            return any(r.get("node") == "127.0.0.4" and r["epoch"] < 4
+                       for rs in results_by_trial(experiment).values() for r in rs[-1:])
+
+        wait_for(a_trial_on_the_doomed_node_has_an_epoch, 300, "a trial on 127.0.0.4 to checkpoint an epoch")
+        before = results_by_trial(experiment)
+        victims = [t for t, rs in before.items() if rs and rs[-1]["node"] == "127.0.0.4" and rs[-1]["epoch"] < 4]
+        stop(cluster.nodes.pop("127.0.0.4"))  # the node and everything it runs
+        assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        cluster.stop_all()
+
+    trials = pd.read_csv(tmp_path / "results" / "node_loss" / "all_trials.csv").set_index("trial_id")
+    assert (trials["ended_by"] != "error").all() and len(trials) == 4
+    after = results_by_trial(experiment)
+    for trial_id in victims:
+        assert trials.loc[trial_id, "failures"] >= 1
+        assert trials.loc[trial_id, "node"] != "127.0.0.4"
+        epochs = [r["epoch"] for r in after[trial_id]]
+        assert epochs[-1] == 4  # finished all its epochs elsewhere
+        checkpointed = max(r["epoch"] for r in before[trial_id])
+        # resumed from its last checkpoint: nothing before it was trained again
+        assert min(e for e in epochs[len(before[trial_id]):]) >= checkpointed
+        print(f"node loss: trial {trial_id} had {checkpointed} epoch(s); epochs recomputed: "
+              f"{len(epochs) - len(set(epochs))}; results lost: 0")
+
+
+def test_out_of_memory_trial_is_retried_then_reported(tmp_path):
+    env = {**os.environ, "PETSEG_TEST_OOM_VARIANT": "denseaspp_voc",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "oom_hook"), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(
+        [sys.executable, str(COMPARE), "--preset", "smoke", "--name", "oom", "--variants", "denseaspp_voc,fcn_resnet50",
+         "--storage-path", str(tmp_path / "storage"),
+         "--config", str(study_config(tmp_path, num_samples=1, max_failures=2))],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "results" / "oom" / "all_trials.csv").set_index("variant")
+    assert trials.loc["denseaspp_voc", "ended_by"] == "error"
+    assert trials.loc["denseaspp_voc", "failures"] == 3  # the first attempt and two retries
+    assert "OutOfMemoryError" in trials.loc["denseaspp_voc", "error"]
+    assert trials.loc["fcn_resnet50", "ended_by"] == "max epochs"
