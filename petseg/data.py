@@ -311,6 +311,8 @@ class PetSegmentation(torch.utils.data.Dataset):
     "online": N items, freshly augmented on every access. Default mean/std: no normalisation.
     """
 
+    mask_fill = BACKGROUND  # what rotation leaves in the mask's corners
+
     def __init__(self, samples: Sequence[Sample], size: int = 256, mean: Sequence[float] = (0.0, 0.0, 0.0),
                  std: Sequence[float] = (1.0, 1.0, 1.0), augment: str | None = None, seed: int = 0,
                  decoded_cache_dir: str | Path | None = None):
@@ -322,7 +324,7 @@ class PetSegmentation(torch.utils.data.Dataset):
         self.seed = seed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self._augmentation = augmentation()
+        self._augmentation = augmentation(self.mask_fill)
         # With a cache dir, images are decoded and resized once into shared uint8 files.
         self.decoded_cache_dir = decoded_cache_dir
         self._decoded = None

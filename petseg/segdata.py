@@ -13,16 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision import tv_tensors
 from torchvision.datasets import SBDataset, VOCSegmentation
 from torchvision.datasets.utils import download_and_extract_archive, download_url, verify_str_arg
 from torchvision.datasets.voc import DATASET_YEAR_DICT
-from torchvision.transforms import v2
 
-from .data import (AUGMENT_MODES, DatasetError, augmentation, load_image, offline_seed, open_decoded, resize_image,
-                   resize_mask)
+from .data import DatasetError, PetSegmentation, load_image, open_decoded, resize_image, resize_mask
 
 IGNORE = 255
 NUM_CLASSES = {"voc": 21, "ade20k": 150}
@@ -87,16 +83,8 @@ def voc_samples(root: str | Path, image_set: str = "train", download: bool = Fal
     return _listed_samples(voc.images, voc.masks, "voc", fix)
 
 
-def _require_scipy() -> None:
-    try:
-        import scipy.io  # noqa: F401  (SBDataset and load_labels read the .mat files with it)
-    except ImportError as err:
-        raise ImportError("SBD's labels are MATLAB .mat files, which need scipy: pip install scipy") from err
-
-
 def sbd_samples(root: str | Path, image_set: str = "train", download: bool = False) -> list[SegSample]:
     """Samples of an SBD list ("train", "val", "train_noval") via torchvision's SBDataset."""
-    _require_scipy()
     root = Path(root)
     extract = f"extract benchmark.tgz and move benchmark_RELEASE/dataset/{{img,cls,train.txt,val.txt}} into {root}"
     archive_fix = f"delete {root / 'img'} and {root / 'cls'} and pass download=True, or {extract}"
@@ -163,7 +151,6 @@ def _label_png(path: Path) -> np.ndarray:
 
 
 def _sbd_mat(path: Path) -> np.ndarray:
-    _require_scipy()
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 
@@ -217,52 +204,19 @@ def class_space(samples: Sequence[SegSample]) -> str:
     return spaces[0]
 
 
-class SegmentationSet(torch.utils.data.Dataset):
-    """(image float32 [3,S,S] normalised, labels int64 [S,S], 255 ignored) items, optionally augmented.
+class SegmentationSet(PetSegmentation):
+    """PetSegmentation's items and augmentation for VOC / ADE20K samples: labels int64, 255 ignored.
 
-    augment as petseg.data.PetSegmentation: None N items; "offline" 2N (the last N one fixed augmented copy
-    per image, fixed by seed); "online" N, freshly augmented on every access.
+    Rotation fills the labels' corners with IGNORE rather than a class.
     """
 
+    mask_fill = IGNORE
+
     def __init__(self, samples: Sequence[SegSample], size: int, mean: Sequence[float], std: Sequence[float],
-                 augment: str | None = None, seed: int = 0):
-        if augment not in AUGMENT_MODES:
-            raise ValueError(f"augment={augment!r}: use one of {AUGMENT_MODES}")
-        self.samples = list(samples)
+                 augment: str | None = None, seed: int = 0, decoded_cache_dir: str | Path | None = None):
+        super().__init__(samples, size, mean, std, augment=augment, seed=seed, decoded_cache_dir=decoded_cache_dir)
         self.num_classes = NUM_CLASSES[class_space(self.samples)]
-        self.size = size
-        self.augment = augment
-        self.seed = seed
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self._augmentation = augmentation(mask_fill=IGNORE)
 
-    def __len__(self) -> int:
-        return 2 * len(self.samples) if self.augment == "offline" else len(self.samples)
-
-    @property
-    def names(self) -> list[str]:
-        """One name per item; an offline copy is "<name>.aug<seed>"."""
-        copies = [f"{s.name}.aug{self.seed}" for s in self.samples] if self.augment == "offline" else []
-        return [s.name for s in self.samples] + copies
-
-    def _load_resized(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        image, labels = load_pair(self.samples[index])
-        pixels = torch.from_numpy(np.array(resize_image(image, self.size))).permute(2, 0, 1)
-        return tv_tensors.Image(pixels), tv_tensors.Mask(torch.from_numpy(resize_mask(labels, self.size).copy()))
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        count = len(self.samples)
-        # Resizing first makes the augmentation run on small tensors.
-        image, labels = self._load_resized(index % count)
-        if self.augment == "online":
-            image, labels = self._augmentation(image, labels)
-        elif self.augment == "offline" and index >= count:
-            # A private RNG keeps the copy the same whatever the worker or access order.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(offline_seed(self.seed, index - count))
-                image, labels = self._augmentation(image, labels)
-        pixels = image.as_subclass(torch.Tensor).float() / 255.0
-        return (pixels - self.mean) / self.std, labels.as_subclass(torch.Tensor).long()
+    def _resized_arrays(self, sample: SegSample) -> tuple[np.ndarray, np.ndarray]:
+        image, labels = load_pair(sample)
+        return np.array(resize_image(image, self.size)), np.array(resize_mask(labels, self.size))
