@@ -15,7 +15,25 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 
-class VariantSearcher(Searcher):
+class _StateSearcher(Searcher):
+    """A searcher whose whole state is its attributes: saved and restored by pickling them."""
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        """Accept Tune's param_space (constants merged into every trial's config by Tune)."""
+        return True
+
+    def save(self, checkpoint_path: str) -> None:
+        """Persist the searcher's state, so a resumed study continues where it stopped."""
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__dict__, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load what `save` wrote."""
+        with open(checkpoint_path, "rb") as file:
+            self.__dict__.update(pickle.load(file))
+
+
+class VariantSearcher(_StateSearcher):
     """One seeded OptunaSearch per variant; each new trial goes to the variant with fewest started."""
 
     def __init__(self, lr_bounds: dict[str, tuple[float, float]], num_samples: int, metric: str, mode: str,
@@ -30,10 +48,6 @@ class VariantSearcher(Searcher):
         }
         self.started = {variant: 0 for variant in self.searchers}
         self.trial_variant: dict[str, str] = {}
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        """Accept Tune's param_space (constants merged into every trial's config by Tune)."""
-        return True
 
     def suggest(self, trial_id: str) -> dict | None:
         """{"variant", "lr"} for the least-started variant still under its budget, else FINISHED."""
@@ -56,15 +70,6 @@ class VariantSearcher(Searcher):
         if trial_id in self.trial_variant:
             self.searchers[self.trial_variant[trial_id]].on_trial_complete(trial_id, result, error)
 
-    def save(self, checkpoint_path: str) -> None:
-        """Persist every variant's Optuna study and the per-variant budgets."""
-        with open(checkpoint_path, "wb") as file:
-            pickle.dump(self.__dict__, file)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Load what `save` wrote, so a resumed study keeps each variant's history and budget."""
-        with open(checkpoint_path, "rb") as file:
-            self.__dict__.update(pickle.load(file))
 
 
 class VariantScheduler(FIFOScheduler):
@@ -115,17 +120,13 @@ class VariantScheduler(FIFOScheduler):
 
 
 
-class FixedTrials(Searcher):
+class FixedTrials(_StateSearcher):
     """Suggests a fixed list of configs in order, then FINISHED (e.g. seed repeats of chosen configs)."""
 
     def __init__(self, configs: list[dict], metric: str, mode: str):
         super().__init__(metric=metric, mode=mode)
         self.configs = list(configs)
         self.next = 0
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        """Accept Tune's param_space (constants merged into every trial's config by Tune)."""
-        return True
 
     def suggest(self, trial_id: str) -> dict | None:
         """The next config of the list, or FINISHED once all were handed out."""
@@ -136,13 +137,3 @@ class FixedTrials(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Nothing to learn: the list is fixed."""
-
-    def save(self, checkpoint_path: str) -> None:
-        """Persist how far down the list the search got."""
-        with open(checkpoint_path, "wb") as file:
-            pickle.dump(self.__dict__, file)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Continue down the list where `save` left it."""
-        with open(checkpoint_path, "rb") as file:
-            self.__dict__.update(pickle.load(file))
