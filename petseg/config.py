@@ -52,7 +52,7 @@ class StudyConfig:
     seed: int = 0
     cpus_per_trial: float = 2.0
     gpus_per_trial: float = 0.0
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers per trial; None: one fewer than cpus_per_trial
     max_failures: int = 1
     seeds: int = 0  # > 0: retrain each variant's best configuration with this many more seeds
     max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
@@ -150,6 +150,8 @@ def validate(config: StudyConfig) -> None:
     if "://" in config.storage_path:
         raise ConfigError(f"storage_path {config.storage_path} is a URI; petseg needs a mounted folder shared by "
                           "the nodes (NFS, EFS, a Kubernetes volume), e.g. --storage-path /mnt/shared/petseg")
+    if config.num_workers is not None and config.num_workers < 0:
+        raise ConfigError(f"num_workers must be 0 or more (or left out), got {config.num_workers}")
     if config.seeds < 0:
         raise ConfigError(f"seeds must be 0 or more, got {config.seeds}")
     if config.max_concurrent_trials < 0:
@@ -157,6 +159,11 @@ def validate(config: StudyConfig) -> None:
     if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0 "
                           f"(got {config.cpus_per_trial}, {config.gpus_per_trial})")
+
+
+def loader_workers(num_workers: int | None, cpus_per_trial: float) -> int:
+    """DataLoader workers per trial: num_workers if set, else the trial's CPUs less the one that trains."""
+    return num_workers if num_workers is not None else max(0, int(cpus_per_trial) - 1)
 
 
 def lr_bounds(config: StudyConfig, variant: str) -> tuple[float, float]:

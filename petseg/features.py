@@ -115,6 +115,9 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: PetSegmentation, ca
             arrays["features"][start:stop] = features.cpu().numpy().astype(FEATURE_DTYPE)
             arrays["masks"][start:stop] = masks.numpy().astype(np.uint8)
             start = stop
+        size = sum(array.nbytes for array in arrays.values())
+        print(f"[petseg] feature cache built: {len(dataset)} items, {size / 2**20:.1f} MiB in {folder} "
+              f"(python -m petseg.features lists and clears caches)", flush=True)
 
     meta = {"items": len(dataset), "shape": [int(channels), int(height), int(width)], "dtype": "float16",
             "computed_in": precision,

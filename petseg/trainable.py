@@ -11,6 +11,7 @@ import torch
 from ray import tune
 from torch.utils.tensorboard import SummaryWriter
 
+from .config import loader_workers
 from .data import PetSegmentation
 from .dataspec import datasets_from_spec, spec_kind, spec_num_classes
 from .engine import default_device
@@ -83,6 +84,6 @@ def train_variant(config: dict, data: dict) -> None:
         fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
             batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
             seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
-            num_workers=config["num_workers"], num_classes=num_classes, report=report,
+            num_workers=loader_workers(config["num_workers"], config["cpus_per_trial"]), num_classes=num_classes, report=report,
             state=load_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
             feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None)
