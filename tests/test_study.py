@@ -188,6 +188,10 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     trials = pd.read_csv(tmp_path / "results" / "resume" / "all_trials.csv")
     assert len(trials) == 6 and set(trials["ended_by"]) <= {"max epochs", "early stopping", "ASHA"}
     assert len(pd.read_csv(tmp_path / "results" / "resume" / "comparison.csv")) == 2
+    epochs = {t: [json.loads(line)["epoch"] for line in (next(experiment.glob(f"*_{t}")) / "result.json")
+                  .read_text().splitlines()] for t in trials["trial_id"]}
+    print(f"driver kill: {len(before) - len(finished)} of {len(before)} started trials unfinished; "
+          f"epochs recomputed: {sum(len(e) - len(set(e)) for e in epochs.values())}; results lost: 0")
 
 
 @pytest.mark.parametrize("args,yaml_values,message", [
