@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from petseg.cli import add_runner_flags, runner_overrides
 from petseg.config import ConfigError, PRESETS, resolve_config, resolve_head_weights, search_plan
 from petseg.models import VARIANTS, parameter_counts, weights_cache_dir
 
@@ -22,20 +22,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--variants", help=f"comma-separated keys (default all: {','.join(VARIANTS)})")
     parser.add_argument("--data-root", help="folder holding oxford-iiit-pet/")
     parser.add_argument("--download", action="store_true", default=None, help="download the dataset if absent")
-    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--storage-path", help="where Ray keeps trials, checkpoints and TensorBoard logs")
-    parser.add_argument("--name", help="study name: results/<name>/ and the Ray experiment folder")
-    parser.add_argument("--results-dir", help="where results/<name>/ goes (default: results)")
-    parser.add_argument("--num-samples", type=int, help="learning rates tried per variant")
-    parser.add_argument("--max-epochs", type=int, help="epochs per trial at most")
+    add_runner_flags(parser)
     parser.add_argument("--seeds", type=int, help="retrain each variant's best lr with N more seeds (mean ± std)")
-    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
-    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
-    parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
-                        "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.features` lists or clears it")
     parser.add_argument("--head-weights", help="folder of VOC / ADE20K head checkpoints <variant>-<hash>.pth "
                         "(default: the newest in $TORCH_HOME/hub/checkpoints, where pretrain_heads.py writes them)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     parser.add_argument("--dry-run", action="store_true", help="print variants and search plan, train nothing")
     return parser.parse_args(argv)
 
@@ -43,14 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace):
     """Resolve preset + YAML + flags into a StudyConfig."""
     variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
-    overrides = {
-        "variants": variants, "data_root": args.data_root, "download": args.download,
-        "address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path, "name": args.name,
-        "results_dir": args.results_dir,
-        "num_samples": args.num_samples, "seeds": args.seeds, "max_epochs": args.max_epochs,
-        "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir,
-        "head_weights": args.head_weights,
-    }
+    overrides = {**runner_overrides(args), "variants": variants, "data_root": args.data_root,
+                 "download": args.download, "seeds": args.seeds, "head_weights": args.head_weights}
     return resolve_config(args.preset, args.config, overrides)
 
 

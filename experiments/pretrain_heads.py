@@ -10,9 +10,9 @@ compare.py looks for head weights) and the table results/<name>/pretrained_heads
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from petseg.cli import add_runner_flags, runner_overrides
 from petseg.config import ConfigError, resolve_config
 from petseg.segdata import NUM_CLASSES
 
@@ -28,21 +28,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--synthetic", type=int, metavar="N", help="generate N images per tree (VOC and SBD, or "
                         "ADE20K) under the cache dir instead of --data-root: runs offline in minutes")
     parser.add_argument("--output", help="folder for the head checkpoints (default $TORCH_HOME/hub/checkpoints)")
-    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--storage-path", help="where Ray keeps trials, checkpoints and TensorBoard logs")
-    parser.add_argument("--name", help="search name: results/<name>/ and the Ray experiment folder "
-                        "(default heads_<dataset>)")
-    parser.add_argument("--num-samples", type=int, help="learning rates tried per head")
-    parser.add_argument("--max-epochs", type=int, help="epochs per trial at most")
+    add_runner_flags(parser)
     parser.add_argument("--image-size", type=int, help="side length images are resized to (default 256)")
     parser.add_argument("--batch-size", type=int, help="images per batch")
-    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
-    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
-    parser.add_argument("--cache-dir", help="where backbone features and generated data are kept "
-                        "(default $PETSEG_CACHE or ~/.cache/petseg)")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                         help="ImageNet backbones (default); --no-pretrained: random ones, for quick checks")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
     args = parser.parse_args(argv)
     if args.data_root is None and not args.synthetic:
         parser.error("--data-root is required (or --synthetic N for a generated dataset)")
@@ -53,14 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def config_from_args(args: argparse.Namespace, variants: list[str]):
     """A StudyConfig for `variants`, the heads of args.dataset (paper defaults, flags override)."""
-    overrides = {
-        "name": args.name or f"heads_{args.dataset}", "variants": variants,
-        "data_root": args.data_root, "download": args.download, "synthetic_images": args.synthetic,
-        "address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path,
-        "num_samples": args.num_samples, "max_epochs": args.max_epochs, "image_size": args.image_size,
-        "batch_size": args.batch_size, "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial,
-        "cache_dir": args.cache_dir, "pretrained": args.pretrained,
-    }
+    overrides = {**runner_overrides(args), "name": args.name or f"heads_{args.dataset}", "variants": variants,
+                 "data_root": args.data_root, "download": args.download, "synthetic_images": args.synthetic,
+                 "image_size": args.image_size, "batch_size": args.batch_size, "pretrained": args.pretrained}
     return resolve_config("paper", None, overrides)
 
 

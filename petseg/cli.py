@@ -1,0 +1,28 @@
+"""Flags every search script shares (where and how trials run), so they read the same everywhere."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_runner_flags(parser: argparse.ArgumentParser) -> None:
+    """--address, --storage-path, --name, --results-dir, --num-samples, --max-epochs, resources, cache, --resume."""
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--storage-path", help="where Ray keeps trials, checkpoints and TensorBoard logs")
+    parser.add_argument("--name", help="name of the search: results/<name>/ and the Ray experiment folder")
+    parser.add_argument("--results-dir", help="where results/<name>/ goes (default: results)")
+    parser.add_argument("--num-samples", type=int, help="learning rates tried per variant")
+    parser.add_argument("--max-epochs", type=int, help="epochs per trial at most")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
+    parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
+                        "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.features` lists or clears it")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
+
+
+def runner_overrides(args: argparse.Namespace) -> dict:
+    """The config overrides of add_runner_flags' flags (None where not given)."""
+    return {"address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path,
+            "name": args.name, "results_dir": args.results_dir, "num_samples": args.num_samples,
+            "max_epochs": args.max_epochs, "gpus_per_trial": args.gpus_per_trial,
+            "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir}
