@@ -95,13 +95,17 @@ def backbone_batches(model: FrozenBackboneSegmenter, dataset: Dataset, device: t
 
 
 def feature_dataset(model: FrozenBackboneSegmenter, dataset: PetSegmentation, cache_dir: str | Path,
-                    device: torch.device, batch_size: int = 16, amp: bool = True) -> FeatureDataset | None:
-    """The features of `dataset` from the cache, built once if absent; None if it cannot be cached."""
+                    device: torch.device, batch_size: int = 16, amp: bool = True,
+                    backbone_key: str | None = None) -> FeatureDataset | None:
+    """The features of `dataset` from the cache, built once if absent; None if it cannot be cached.
+
+    backbone_key: the model's backbone_fingerprint, when the caller already has it.
+    """
     if not cacheable(dataset):
         return None
     # bf16 and fp32 backbone passes give different features: the precision is part of the key.
     precision = "bf16" if amp_enabled(device, amp) else "fp32"
-    identity = f"{backbone_fingerprint(model)}:{dataset_fingerprint(dataset)}:{precision}"
+    identity = f"{backbone_key or backbone_fingerprint(model)}:{dataset_fingerprint(dataset)}:{precision}"
     folder = Path(cache_dir) / "features" / hashlib.sha256(identity.encode()).hexdigest()[:32]
     with torch.no_grad(), autocast(device, amp):
         channels, height, width = model.backbone(dataset[0][0][None].to(device)).shape[1:]

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .engine import default_device, evaluate, train_one_epoch
-from .features import HeadOnly, feature_dataset
+from .features import HeadOnly, backbone_fingerprint, feature_dataset
 from .models import VARIANTS, FrozenBackboneSegmenter, build_model
 
 
@@ -77,7 +77,8 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
     model = build_seeded_model(variant, pretrained, seed, head_weights, num_classes).to(device)
     train_set, val_set, runner = datasets["train"], datasets["val"], model
     if feature_cache_dir is not None:
-        cached = [feature_dataset(model, datasets[part], feature_cache_dir, device, amp=amp)
+        backbone_key = backbone_fingerprint(model)  # hashing a backbone's tensors once is enough
+        cached = [feature_dataset(model, datasets[part], feature_cache_dir, device, amp=amp, backbone_key=backbone_key)
                   for part in ("train", "val")]
         if None not in cached:
             train_set, val_set = cached
