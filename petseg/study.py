@@ -186,7 +186,9 @@ def make_tuner(config: StudyConfig, data: dict, metric: str = METRIC, fixed: lis
         run_config=tune.RunConfig(
             name=config.name, storage_path=str(Path(config.storage_path).expanduser().resolve()),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two kept: Tune deletes the older checkpoint before it snapshots the experiment, so a
+            # driver killed in between leaves a snapshot naming the previous one (see run_search).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             # Trials write TensorBoard images into their trial folder: carry them to the storage path.
             sync_config=tune.SyncConfig(sync_artifacts=True),
             callbacks=[TrialLines()],
@@ -220,8 +222,10 @@ def run_search(config: StudyConfig, data: dict, resume: bool = False, metric: st
     print("resolved config:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
     print(f"Ray experiment folder: {path}\nwatch it with: tensorboard --logdir {path}", flush=True)
 
-    # One checkpoint kept per trial makes Tune snapshot the experiment at every checkpoint: wanted
-    # (a resume loses nothing), so its warning about frequent snapshots is noise here.
+    # A snapshot of the experiment after every step means it never names a checkpoint older than the
+    # previous one, which CheckpointConfig(num_to_keep=2) still keeps: a resume after the driver is
+    # killed finds every trial's checkpoint. Tune warns about such frequent snapshots; here they are wanted.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     connect(config)
     started = time.time()
