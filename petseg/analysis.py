@@ -76,15 +76,20 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def latest_state(trial) -> dict | None:
+    """The training state in a trial's latest checkpoint, or None if it never checkpointed."""
+    checkpoint = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    return None if checkpoint is None else load_state(checkpoint.checkpoint)
+
+
 def best_states(experiment: tune.ExperimentAnalysis, records: pd.DataFrame) -> dict[str, tuple[dict, pd.Series]]:
     """variant -> (checkpointed state, record) of its trial with the highest val weighted mIoU."""
     by_id = {t.trial_id: t for t in experiment.trials}
     best = {}
     scored = records.dropna(subset=["best_val_weighted_iou"]).sort_values("best_val_weighted_iou", ascending=False)
     for _, record in scored.iterrows():
-        checkpoint = by_id[record["trial_id"]].run_metadata.checkpoint_manager.latest_checkpoint_result
-        if record["variant"] not in best and checkpoint is not None:
-            best[record["variant"]] = (load_state(checkpoint.checkpoint), record)
+        if record["variant"] not in best and (state := latest_state(by_id[record["trial_id"]])) is not None:
+            best[record["variant"]] = (state, record)
     return best
 
 
@@ -145,11 +150,10 @@ def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.d
     by_id = {t.trial_id: t for t in experiment.trials}
     values = {}
     for _, record in records[records["ended_by"] != "error"].iterrows():
-        checkpoint = by_id[record["trial_id"]].run_metadata.checkpoint_manager.latest_checkpoint_result
-        if checkpoint is None:
+        state = latest_state(by_id[record["trial_id"]])
+        if state is None:
             continue
-        confusions = stats.per_image_confusions(best_model(load_state(checkpoint.checkpoint), device), dataset,
-                                                device, config.batch_size)
+        confusions = stats.per_image_confusions(best_model(state, device), dataset, device, config.batch_size)
         total = scores(torch.from_numpy(confusions.sum(axis=0)))
         values.setdefault(record["variant"], []).append([total[m] for m in METRICS])
     rows = []
