@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from torch import nn
 
@@ -108,9 +107,10 @@ def normalise(image: Image.Image, size: int, mean, std) -> torch.Tensor:
     return (pixels - mean) / std
 
 
-def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Logits [N, C, h, w] resized bilinearly to `size` (H, W) in float32."""
-    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+def logits_at(model: FrozenBackboneSegmenter, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """float32 logits [N, C, H, W] of `images` at `size`: the head's output upsampled once, as the variant's
+    reference upsamples it (align_corners per family), rather than resized again from the input size."""
+    return model.decode(model.features(images), size).float()
 
 
 @torch.no_grad()
@@ -123,11 +123,11 @@ def warm_up(model: nn.Module, size: int, device: torch.device) -> None:
 
 @torch.no_grad()
 def predict_photo(model: nn.Module, image: Image.Image, size: int, mean, std, device: torch.device) -> torch.Tensor:
-    """Class ids [H, W] (int64, CPU) of an RGB photo at its own size: predicted at size x size, logits upsampled."""
+    """Class ids [H, W] (int64, CPU) of an RGB photo at its own size: backbone at size x size, head logits upsampled."""
     model.eval()
     with autocast(device):
-        logits = model(normalise(image, size, mean, std)[None].to(device))
-    return upsample_logits(logits, (image.height, image.width)).argmax(dim=1)[0].cpu()
+        logits = logits_at(model, normalise(image, size, mean, std)[None].to(device), (image.height, image.width))
+    return logits.argmax(dim=1)[0].cpu()
 
 
 def overlay(image: Image.Image, mask: torch.Tensor, alpha: float = 0.5) -> Image.Image:

@@ -7,6 +7,7 @@ from the sum, exactly as a whole-split score is computed (petseg.metrics).
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch import nn
 from .data import CLASS_NAMES, NUM_CLASSES, PetSegmentation, load_trimap
 from .engine import autocast
 from .metrics import confusion_matrix, scores
-from .predict import upsample_logits
+from .predict import logits_at
 from .training import make_loader
 
 METRICS = ("pixel_accuracy", "mean_iou", "weighted_iou")
@@ -36,20 +37,22 @@ def per_image_confusions(model: nn.Module, dataset: PetSegmentation, device: tor
     model.eval()
     matrices = []
     for images, masks in make_loader(dataset, batch_size, train=False):
-        with autocast(device):
-            logits = model(images.to(device, non_blocking=True)).float()
+        images = images.to(device, non_blocking=True)
         if original_size:
-            samples = dataset.samples[len(matrices):len(matrices) + len(logits)]
-            matrices += [_full_size_confusion(item, s.trimap, num_classes) for item, s in zip(logits, samples)]
+            samples = dataset.samples[len(matrices):len(matrices) + len(images)]
+            matrices += [_full_size_confusion(model, image, s.trimap, num_classes, device)
+                         for image, s in zip(images, samples)]
         else:
-            predictions = logits.argmax(dim=1)
+            with autocast(device):
+                predictions = model(images).argmax(dim=1)
             matrices += [confusion_matrix(p, m.to(device), num_classes) for p, m in zip(predictions, masks)]
     return torch.stack(matrices).cpu().numpy() if matrices else np.zeros((0, num_classes, num_classes), np.int64)
 
 
-def _full_size_confusion(logits: torch.Tensor, trimap_path, num_classes: int) -> torch.Tensor:
-    truth = torch.from_numpy(load_trimap(trimap_path)).to(logits.device)
-    prediction = upsample_logits(logits[None], tuple(truth.shape)).argmax(dim=1)[0]
+def _full_size_confusion(model, image: torch.Tensor, trimap_path, num_classes: int, device) -> torch.Tensor:
+    truth = torch.from_numpy(load_trimap(trimap_path)).to(device)
+    with autocast(device):
+        prediction = logits_at(model, image[None], tuple(truth.shape)).argmax(dim=1)[0]
     return confusion_matrix(prediction, truth, num_classes)
 
 
@@ -142,14 +145,91 @@ def paired_test(conf_a, conf_b, metric: str, n_resamples: int = 2000, seed: int 
     counts = _resample_counts(len(conf_a), n_resamples, seed)
     diffs = (batch_scores(_resampled_totals(conf_a, counts), metric)
              - batch_scores(_resampled_totals(conf_b, counts), metric))
+    return _difference_test(_point(conf_a, metric) - _point(conf_b, metric), diffs, level)
+
+
+def _difference_test(observed: float, diffs: np.ndarray, level: float) -> dict:
+    """diff, CI, two-sided bootstrap p-value and verdict of resampled differences `diffs`."""
     low, high = _interval(diffs, level)
     # Two-sided: twice the smaller share of resampled differences on either side of 0. The +1
     # counts the observed data as one resample, so a finite bootstrap never claims p = 0.
-    below = (1 + np.count_nonzero(diffs <= 0)) / (n_resamples + 1)
-    above = (1 + np.count_nonzero(diffs >= 0)) / (n_resamples + 1)
+    below = (1 + np.count_nonzero(diffs <= 0)) / (len(diffs) + 1)
+    above = (1 + np.count_nonzero(diffs >= 0)) / (len(diffs) + 1)
     verdict = "A better" if low > 0 else "B better" if high < 0 else "not distinguishable"
-    return {"diff": _point(conf_a, metric) - _point(conf_b, metric), "low": low, "high": high,
-            "p_value": min(1.0, 2 * min(below, above)), "verdict": verdict}
+    return {"diff": observed, "low": low, "high": high, "p_value": min(1.0, 2 * min(below, above)),
+            "verdict": verdict}
+
+
+def _check_runs(runs, name: str) -> np.ndarray:
+    runs = np.asarray(runs)
+    if runs.ndim != 4 or len(runs) < 2:
+        raise ValueError(f"{name} has shape {runs.shape}; expected [runs >= 2, images, classes, classes]: the "
+                         "per-image confusions of at least two training runs (seeds) on the same test images")
+    _check_confusions(runs[0], name)
+    return runs
+
+
+def paired_variant_test(runs_a, runs_b, metric: str, n_resamples: int = 2000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Paired bootstrap of metric(A) - metric(B) over training runs and test images together (the variant level).
+
+    runs_*: [runs, images, C, C], each run a separately trained model (another seed) of that variant,
+    all scored on the same images. A resample draws the images once for both variants (paired) and each
+    variant's runs with replacement on their own; a variant's score is the mean over its drawn runs.
+    So the interval covers training variation as well as test images. Same keys as paired_test.
+    """
+    _check_metric(metric)
+    _check_resampling(n_resamples, level)
+    runs_a, runs_b = _check_runs(runs_a, "runs_a"), _check_runs(runs_b, "runs_b")
+    if runs_a.shape[1:] != runs_b.shape[1:]:
+        raise ValueError(f"runs_a scores {runs_a.shape[1]} images but runs_b {runs_b.shape[1]}; a paired test needs "
+                         "both variants' runs on the same images in the same order")
+    counts = _resample_counts(runs_a.shape[1], n_resamples, seed)
+    rng = np.random.default_rng([seed, 1])  # the run draws, independent of the image draws
+
+    def resampled_means(runs):
+        per_run = np.stack([batch_scores(_resampled_totals(run, counts), metric) for run in runs], axis=1)  # [R, S]
+        picks = rng.integers(0, len(runs), size=(n_resamples, len(runs)))
+        return np.take_along_axis(per_run, picks, axis=1).mean(axis=1)
+
+    def point(runs):
+        return float(np.mean([_point(run, metric) for run in runs]))
+
+    diffs = resampled_means(runs_a) - resampled_means(runs_b)
+    return _difference_test(point(runs_a) - point(runs_b), diffs, level)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the given order: rejecting where adjusted p < alpha keeps the
+    chance of any false "better" among all these tests at most alpha."""
+    p_values = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.empty_like(p_values)
+    running = 0.0
+    for rank, index in enumerate(np.argsort(p_values, kind="stable")):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def pairwise_tests(scored: dict[str, np.ndarray], seed: int = 0, n_resamples: int = 10_000,
+                   alpha: float = 0.05, variant_level: bool = False) -> list[dict]:
+    """Every pair of `scored` (name -> per-image confusions, or per-run ones with variant_level) and metric,
+    Holm-corrected over all of them: a, b, metric, diff, low, high, p_value, p_holm, verdict.
+
+    The verdict is "A better" / "B better" only where the Holm-adjusted p-value is below alpha; the
+    intervals are each test's own (unadjusted) 95% bootstrap interval.
+    """
+    test = paired_variant_test if variant_level else paired_test
+    rows = []
+    for a, b in itertools.combinations(scored, 2):
+        for metric in METRICS:
+            result = test(scored[a], scored[b], metric, n_resamples=n_resamples, seed=seed)
+            rows.append({"a": a, "b": b, "metric": metric, **result})
+    for row, adjusted in zip(rows, holm([row["p_value"] for row in rows])):
+        row["p_holm"] = float(adjusted)
+        significant = adjusted < alpha
+        row["verdict"] = ("A better" if row["diff"] > 0 else "B better") if significant else "not distinguishable"
+    return rows
 
 
 def summarize(confusions, n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:

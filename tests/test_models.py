@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from petseg.models import (VARIANTS, WEIGHTS, WeightsUnavailableError, build_model, count_parameters,
-                           hub_checkpoint_path, list_variants)
+from petseg.models import (VARIANTS, WEIGHTS, HeadWeightsError, WeightsUnavailableError, build_model,
+                           count_parameters, hub_checkpoint_path, list_variants)
 from petseg.models.denseaspp import DenseASPPHead
 
 TABLE1_TRAINABLE = {
@@ -84,6 +84,40 @@ def test_dilated_densenet_has_output_stride_8():
     assert model.features(torch.randn(1, 3, 96, 64)).shape == (1, 1024, 12, 8)
 
 
+@pytest.mark.parametrize("key", ["denseaspp_voc", "cutdenseaspp_voc"])
+def test_denseaspp_head_sees_norm5_directly_and_upsamples_with_aligned_corners(key):
+    """What the public DenseASPP code computes: head(features ending at norm5), bilinear, align_corners=True."""
+    torch.manual_seed(0)
+    model = build_model(key, pretrained=False).eval()
+    features = model.backbone.features
+    assert list(features.named_children())[-1][0] == "norm5"
+    assert isinstance(features.norm5, torch.nn.BatchNorm2d)
+    images = torch.randn(2, 3, 40, 56)
+    with torch.no_grad():
+        norm5 = features(images)
+        assert torch.equal(model.features(images), norm5), "nothing may act between norm5 and the head"
+        assert (norm5 < 0).any(), "a ReLU would have removed these"
+        logits = model.head(norm5)
+        expected = torch.nn.functional.interpolate(logits, (40, 56), mode="bilinear", align_corners=True)
+        torch.testing.assert_close(model(images), expected, rtol=0, atol=0)
+        other = torch.nn.functional.interpolate(logits, (40, 56), mode="bilinear", align_corners=False)
+        assert not torch.allclose(model(images), other)
+
+
+@pytest.mark.parametrize("key", ["fcn_resnet50", "deeplabv3_resnet50"])
+def test_torchvision_variants_equal_torchvision_models(key):
+    """Given the same weights, FCN / DeepLabV3 compute exactly torchvision's model (align_corners=False)."""
+    torch.manual_seed(0)
+    model = build_model(key, pretrained=False).eval()
+    builder = getattr(torchvision.models.segmentation, VARIANTS[key].arch)
+    reference = builder(weights=None, weights_backbone=None, num_classes=3, aux_loss=False).eval()
+    reference.backbone.load_state_dict(model.backbone.body.state_dict())
+    reference.classifier.load_state_dict(model.head.state_dict())
+    images = torch.randn(2, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference(images)["out"], rtol=0, atol=0)
+
+
 def _published_state_dict(arch):
     """A random state dict in the published file's layout (DenseNet files: 'norm.1' keys, no BN counters)."""
     if arch.startswith("densenet"):
@@ -134,24 +168,36 @@ def test_missing_weights_offline_names_file_and_place(offline_hub):
     assert "densenet121-a639ec97.pth" in message and str(offline_hub) in message
 
 
-def _public_head_checkpoint(in_channels, rates, classes):
-    """A checkpoint in the public DenseASPP layout: backbone under features.*, head under head.*."""
-    head = DenseASPPHead(in_channels, classes, rates)
+def _public_head_checkpoint(key, classes, prefix="features.", backbone=None):
+    """A checkpoint in the public DenseASPP layout: a backbone under `prefix`, a random head under head.*.
+
+    The backbone is variant `key`'s own random-init one (as build_model(key, pretrained=False) builds it
+    under seed 0) unless `backbone` (a state dict) is given.
+    """
+    spec = VARIANTS[key]
+    torch.manual_seed(0)
+    own = build_model(key, pretrained=False).backbone.features.state_dict()
+    head = DenseASPPHead(own["norm5.weight"].numel(), classes, spec.rates)
     for p in head.parameters():
         torch.nn.init.normal_(p)
     state = {f"head.{k}": v for k, v in head.state_dict().items()}
-    state["features.conv0.weight"] = torch.randn(64, 3, 7, 7)
+    state.update({f"{prefix}{k}": v for k, v in (backbone if backbone is not None else own).items()})
     return state
 
 
-@pytest.mark.parametrize("key,channels", [("denseaspp_voc", 1024), ("cutdenseaspp_ade20k", 2208)])
-def test_head_checkpoint_loads_all_but_classifier(key, channels, tmp_path, capsys):
-    spec = VARIANTS[key]
-    state = _public_head_checkpoint(channels, spec.rates, classes=21)
+def _seeded(key, **kwargs):
+    torch.manual_seed(0)
+    return build_model(key, pretrained=False, **kwargs)
+
+
+@pytest.mark.parametrize("key,prefix", [("denseaspp_voc", "features."),
+                                        ("cutdenseaspp_ade20k", "pretrained.features.")])
+def test_head_checkpoint_loads_all_but_classifier(key, prefix, tmp_path, capsys):
+    state = _public_head_checkpoint(key, classes=21, prefix=prefix)
     path = tmp_path / "head.pth"
     torch.save({"state_dict": state}, path)
 
-    model = build_model(key, pretrained=False, head_weights=path)
+    model = _seeded(key, head_weights=path)
     report = capsys.readouterr().out
     head = model.head.state_dict()
     for name, value in head.items():
@@ -161,7 +207,48 @@ def test_head_checkpoint_loads_all_but_classifier(key, channels, tmp_path, capsy
             assert torch.equal(value, state[f"head.{name}"]), name
     assert f"loaded {len(head) - 2} tensors, skipped 2" in report
     assert "skipped head.block.1.weight: shape (21," in report
-    assert "ignored 1 non-head tensors" in report
+    assert "the file's backbone: the same as this model's (random init)" in report
+
+
+def test_classifier_weight_and_bias_load_together_or_not_at_all(tmp_path, capsys):
+    # A DenseASPP head file for 3 classes read by CutDenseASPP: the classifier's bias (3,) fits but its
+    # weight (3 x 1344 inputs, not 2400) does not; loading the bias alone would pair it with a random weight.
+    state = _public_head_checkpoint("denseaspp_voc", classes=3)
+    state = {k: v for k, v in state.items() if k.startswith("head.")}
+    state["head.dense_aspp_block.aspp_3.conv1.weight"] = torch.randn(256, 2208, 1, 1)  # fits CutDenseASPP
+    path = tmp_path / "head.pth"
+    torch.save(state, path)
+    before = _seeded("cutdenseaspp_voc").head.state_dict()
+    model = _seeded("cutdenseaspp_voc", head_weights=path)
+    report = capsys.readouterr().out
+    after = model.head.state_dict()
+    assert torch.equal(after["block.1.bias"], before["block.1.bias"]), "the bias must not load without its weight"
+    assert torch.equal(after["block.1.weight"], before["block.1.weight"])
+    assert "skipped head.block.1.bias: its classifier partner does not fit" in report
+    assert torch.equal(after["dense_aspp_block.aspp_3.conv1.weight"], state["head.dense_aspp_block.aspp_3.conv1.weight"])
+    assert "not in the file, so unchecked" in report
+
+
+def test_head_file_with_nothing_that_fits_is_refused(tmp_path):
+    path = tmp_path / "fcn_head.pth"
+    torch.save({"classifier.4.weight": torch.randn(21, 512, 1, 1), "head.other.weight": torch.randn(3)}, path)
+    with pytest.raises(HeadWeightsError, match=re.escape(str(path)) + ".*none of its 1 head tensors"):
+        build_model("denseaspp_voc", pretrained=False, head_weights=path)
+
+
+def test_head_trained_on_another_backbone_is_refused(tmp_path):
+    torch.manual_seed(1)  # another random-init backbone, as a head pretrained with another seed has
+    other = build_model("denseaspp_voc", pretrained=False).backbone.features.state_dict()
+    path = tmp_path / "head.pth"
+    torch.save(_public_head_checkpoint("denseaspp_voc", classes=21, backbone=other), path)
+    with pytest.raises(HeadWeightsError) as err:
+        _seeded("denseaspp_voc", head_weights=path)
+    message = str(err.value)
+    assert str(path) in message and "its weights differ" in message and "random init" in message
+    # A DenseNet121 head file offered to the DenseNet161 variant: another architecture altogether.
+    torch.save(_public_head_checkpoint("denseaspp_voc", classes=21), path)
+    with pytest.raises(HeadWeightsError, match="tensor names differ"):
+        _seeded("cutdenseaspp_voc", head_weights=path)
 
 
 def test_head_checkpoint_is_loaded_safely(tmp_path):

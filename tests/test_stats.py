@@ -9,8 +9,8 @@ import torch
 from petseg.data import PetSegmentation, find_samples, load_trimap
 from petseg.engine import evaluate
 from petseg.metrics import scores
-from petseg.stats import (METRICS, batch_scores, bootstrap_ci, paired_test, per_image_confusions, seed_summary,
-                          summarize)
+from petseg.stats import (METRICS, batch_scores, bootstrap_ci, holm, paired_test, paired_variant_test,
+                          pairwise_tests, per_image_confusions, seed_summary, summarize)
 from petseg.training import build_seeded_model, make_loader
 
 
@@ -76,6 +76,48 @@ def test_planted_difference_is_flagged_both_ways():
         assert result["p_value"] < 0.01
         swapped = paired_test(worse, better, metric)
         assert swapped["verdict"] == "B better" and swapped["diff"] == pytest.approx(-result["diff"])
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    # Sorted 0.01, 0.02, 0.03, 0.04 times 4, 3, 2, 1 -> 0.04, 0.06, 0.06 (kept monotone), 0.04 -> 0.06.
+    np.testing.assert_allclose(holm([0.03, 0.01, 0.04, 0.02]), [0.06, 0.04, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])  # capped at 1
+    assert holm([0.004]).tolist() == [0.004]  # one test: nothing to correct
+
+
+def test_pairwise_verdicts_are_holm_corrected():
+    rng = np.random.default_rng(6)
+    scored = {"good": noisy_confusions(rng, 60, 0.92), "bad": noisy_confusions(rng, 60, 0.75)}
+    # Equally good variants whose one test would be borderline: the correction over all tests decides.
+    scored.update({f"same{i}": noisy_confusions(rng, 60, 0.85) for i in range(4)})
+    rows = pairwise_tests(scored, seed=0, n_resamples=4000)
+    assert len(rows) == 15 * 3
+    adjusted = holm([row["p_value"] for row in rows])
+    for row, p_holm in zip(rows, adjusted):
+        assert row["p_holm"] == pytest.approx(p_holm) and row["p_holm"] >= row["p_value"]
+        assert (row["verdict"] != "not distinguishable") == (row["p_holm"] < 0.05)
+    good_bad = [r for r in rows if {r["a"], r["b"]} == {"good", "bad"}]
+    assert all(r["verdict"] == ("A better" if r["a"] == "good" else "B better") for r in good_bad)
+    # Without the correction, some "same" pairs would be called different at 95%; with it, none is.
+    same = [r for r in rows if r["a"].startswith("same") and r["b"].startswith("same")]
+    assert all(r["verdict"] == "not distinguishable" for r in same)
+
+
+def test_variant_level_test_widens_with_training_variation():
+    """Runs that differ a lot from seed to seed make the variant-level interval wider than one model's."""
+    rng = np.random.default_rng(8)
+    steady = np.stack([noisy_confusions(rng, 40, 0.85) for _ in range(4)])
+    shaky = np.stack([noisy_confusions(rng, 40, accuracy) for accuracy in (0.7, 0.95, 0.75, 0.9)])
+    one_model = paired_test(shaky[1], steady[0], "pixel_accuracy")
+    variant = paired_variant_test(shaky, steady, "pixel_accuracy")
+    assert variant["high"] - variant["low"] > 2 * (one_model["high"] - one_model["low"])
+    assert one_model["verdict"] == "A better"  # the lucky seed alone looks better ...
+    assert variant["verdict"] == "not distinguishable"  # ... the variant, over its seeds, does not
+    expected = np.mean([scores(torch.from_numpy(r.sum(axis=0)))["pixel_accuracy"] for r in shaky]) - np.mean(
+        [scores(torch.from_numpy(r.sum(axis=0)))["pixel_accuracy"] for r in steady])
+    assert variant["diff"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="at least two training runs"):
+        paired_variant_test(shaky[:1], steady, "pixel_accuracy")
 
 
 def test_identical_models_are_not_distinguishable():

@@ -13,7 +13,8 @@ from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, FCN_ResN
 from .denseaspp import DenseASPPHead, DilatedDenseNet
 from .registry import VariantSpec, get_variant
 from .segmenter import FrozenBackboneSegmenter
-from .weights import load_matching, load_state_dict_file, rename_legacy_densenet_keys
+from .weights import (check_head_backbone, load_head, load_state_dict_file, rename_legacy_densenet_keys,
+                      split_head_checkpoint)
 
 WEIGHTS = {
     "fcn_resnet50": FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
@@ -56,14 +57,19 @@ def _denseaspp_model(spec: VariantSpec, num_classes: int, pretrained: bool, head
         backbone.features.load_state_dict(features)
     head = DenseASPPHead(backbone.out_channels, num_classes, spec.rates)
     if head_weights is not None:
-        print(load_matching(head, load_state_dict_file(head_weights), "head.", str(head_weights)))
+        file_backbone, tensors, others = split_head_checkpoint(load_state_dict_file(head_weights))
+        report = load_head(head, tensors, str(head_weights))
+        report.not_head = len(file_backbone) + others
+        ours = f"{WEIGHTS[spec.arch].url.rsplit('/', 1)[-1]} (ImageNet)" if pretrained else "random init"
+        check_head_backbone(backbone.features, file_backbone, report, ours)
+        print(report)
     elif pretrained:
         warnings.warn(
             f"{spec.key}: no head_weights given, so its head starts from random init rather than "
             f"{spec.head_pretraining}; pass head_weights=PATH_OR_URL of a {spec.head_pretraining} checkpoint",
             stacklevel=3,
         )
-    return FrozenBackboneSegmenter(backbone, head)
+    return FrozenBackboneSegmenter(backbone, head, align_corners=True)
 
 
 def build_model(key: str, num_classes: int = 3, pretrained: bool = True,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -24,8 +23,12 @@ class DilatedDenseNet(nn.Module):
                 layer.conv2.padding = (dilation, dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature maps [N, C, H/8, W/8] after the final BatchNorm and ReLU."""
-        return F.relu(self.features(x))
+        """Feature maps [N, C, H/8, W/8] straight from the final BatchNorm (norm5).
+
+        No ReLU follows norm5: the public DenseASPP code feeds its head DenseNet's `features`,
+        which ends at norm5 (torchvision applies the ReLU only in its classifier's forward).
+        """
+        return self.features(x)
 
 
 class DenseASPPConv(nn.Sequential):

@@ -9,10 +9,13 @@ from torch import nn
 class FrozenBackboneSegmenter(nn.Module):
     """backbone -> head -> logits upsampled to the input size; the backbone never trains."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, align_corners: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # The reference implementations differ: torchvision's FCN / DeepLabV3 upsample with
+        # align_corners=False, the public DenseASPP code with align_corners=True.
+        self.align_corners = align_corners
         self.backbone.requires_grad_(False)
         self.backbone.eval()
 
@@ -28,9 +31,9 @@ class FrozenBackboneSegmenter(nn.Module):
             return self.backbone(images)
 
     def decode(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Head logits for backbone `features`, bilinearly upsampled to `size`."""
+        """Head logits for backbone `features`, bilinearly upsampled to `size` (H, W) as the reference does."""
         logits = self.head(features)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits [N, classes, H, W] at the input's size."""

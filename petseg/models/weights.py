@@ -100,45 +100,125 @@ def load_state_dict_file(source: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
+class HeadWeightsError(WeightsUnavailableError):
+    """A head checkpoint cannot be used for this model: nothing fits, or it belongs to another backbone."""
+
+
+HEAD_PREFIX = "head."
+# The public DenseASPP code saved its backbone as `pretrained.features.*` (older releases) or
+# `features.*` (the original code, and what petseg writes).
+BACKBONE_PREFIXES = ("pretrained.features.", "features.")
+# The head's last 1x1 conv: its class count differs between datasets, so it loads whole or not at all.
+CLASSIFIER = ("block.1.weight", "block.1.bias")
+
+
+def split_head_checkpoint(state: dict[str, torch.Tensor]) -> tuple[dict, dict, int]:
+    """(backbone tensors, head tensors, count of other tensors) of a public-layout checkpoint, prefixes removed."""
+    backbone, head, other = {}, {}, 0
+    for key, value in state.items():
+        prefix = next((p for p in BACKBONE_PREFIXES if key.startswith(p)), None)
+        if prefix is not None:
+            backbone[key[len(prefix):]] = value
+        elif key.startswith(HEAD_PREFIX):
+            head[key[len(HEAD_PREFIX):]] = value
+        else:
+            other += 1
+    return rename_legacy_densenet_keys(backbone), head, other
+
+
 @dataclass
 class LoadReport:
-    """Which checkpoint tensors were loaded into a module, and which were skipped and why."""
+    """Which checkpoint tensors were loaded into a head, which were skipped and why, and the backbone check."""
 
     source: str
     loaded: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
-    not_head: int = 0  # tensors outside the head (the checkpoint's backbone): never loaded
+    not_head: int = 0  # tensors outside the head (the checkpoint's backbone and others): never loaded
+    backbone: str = "not in the file, so unchecked"
 
     def __str__(self) -> str:
         lines = [f"head weights from {self.source}: loaded {len(self.loaded)} tensors, "
                  f"skipped {len(self.skipped)}, left at init {len(self.missing)}, "
-                 f"ignored {self.not_head} non-head tensors (the frozen backbone keeps its own weights)"]
-        lines += [f"  skipped {key}: {reason}" for key, reason in self.skipped]
+                 f"ignored {self.not_head} non-head tensors (the frozen backbone keeps its own weights); "
+                 f"the file's backbone: {self.backbone}"]
+        lines += [f"  skipped {HEAD_PREFIX}{key}: {reason}" for key, reason in self.skipped]
         lines += [f"  left at init {key}" for key in self.missing]
         return "\n".join(lines)
 
 
-def load_matching(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, source: str) -> LoadReport:
-    """Copy tensors `prefix + name` of `state` into `module` where name and shape match; report the rest."""
+def load_head(head: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> LoadReport:
+    """Copy the tensors whose name and shape fit `head` (the classifier's weight and bias only together).
+
+    Raises HeadWeightsError naming `source` when no tensor fits: that file holds no head of this kind.
+    """
     report = LoadReport(source)
-    own = module.state_dict()
+    own = head.state_dict()
     matched = {}
-    for key, value in state.items():
-        if not key.startswith(prefix):
-            report.not_head += 1
-            continue
-        name = key[len(prefix):]
+    for name, value in tensors.items():
         if name not in own:
-            report.skipped.append((key, "no such tensor in this head"))
+            report.skipped.append((name, "no such tensor in this head"))
         elif own[name].shape != value.shape:
-            report.skipped.append((key, f"shape {tuple(value.shape)} != {tuple(own[name].shape)}"))
+            report.skipped.append((name, f"shape {tuple(value.shape)} != {tuple(own[name].shape)}"))
         else:
             matched[name] = value
-            report.loaded.append(key)
-    module.load_state_dict(matched, strict=False)
+    if any(name in tensors for name in CLASSIFIER) and not all(name in matched for name in CLASSIFIER):
+        for name in CLASSIFIER:
+            if matched.pop(name, None) is not None:
+                report.skipped.append((name, "its classifier partner does not fit, so both stay at init"))
+    if not matched:
+        raise HeadWeightsError(
+            f"{source}: none of its {len(tensors)} head tensors ({HEAD_PREFIX}*) fits this head; it is not a "
+            "checkpoint of this variant's head (public DenseASPP layout: head.dense_aspp_block.aspp_<rate>.* and "
+            "head.block.1.*). Pass the file pretrain_heads.py wrote for this variant")
+    head.load_state_dict(matched, strict=False)
+    report.loaded = [f"{HEAD_PREFIX}{name}" for name in matched]
     report.missing = [name for name in own if name not in matched]
     return report
+
+
+def _same_tensors(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> str | None:
+    """None when `theirs` holds exactly our tensors (BatchNorm counters aside), else what differs."""
+    def counted(state):
+        return {k for k in state if not k.endswith("num_batches_tracked")}
+
+    missing, extra = sorted(counted(ours) - counted(theirs)), sorted(counted(theirs) - counted(ours))
+    if missing or extra:
+        return (f"its tensor names differ ({len(missing)} of ours absent, e.g. {missing[:2]}; {len(extra)} "
+                f"unknown, e.g. {extra[:2]}): another architecture")
+    for name in sorted(counted(ours)):
+        if theirs[name].shape != ours[name].shape or not torch.equal(theirs[name].to(ours[name].dtype), ours[name]):
+            return f"its weights differ (first at {name})"
+    return None
+
+
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short sha256 of named tensors, to tell two sets of weights apart in a message."""
+    digest = hashlib.sha256()
+    for name in sorted(k for k in state if not k.endswith("num_batches_tracked")):
+        digest.update(name.encode())
+        digest.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def check_head_backbone(features: nn.Module, file_backbone: dict[str, torch.Tensor], report: LoadReport,
+                        ours: str) -> None:
+    """Refuse a head trained on another backbone than `features` (described as `ours`); note the check in `report`.
+
+    A head learns the features of the backbone it was trained on; on another backbone it is a
+    different, unvalidated model. A file without backbone tensors cannot be checked.
+    """
+    if not file_backbone:
+        return
+    own = features.state_dict()
+    difference = _same_tensors(own, file_backbone)
+    if difference is not None:
+        raise HeadWeightsError(
+            f"{report.source} was trained on another backbone than this model's: {difference}. The file's backbone "
+            f"is sha256 {tensors_digest(file_backbone)}; this model's is {ours} (sha256 {tensors_digest(own)}). "
+            "A head only fits the backbone it was trained on: pretrain it on this one (experiments/pretrain_heads.py "
+            "with the same --pretrained / --no-pretrained and seed) or pass the file made for it")
+    report.backbone = f"the same as this model's ({ours})"
 
 
 _OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
