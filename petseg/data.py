@@ -32,6 +32,9 @@ PARTS = ("train", "val", "test")  # our 50/25/25 split
 AUGMENT_MODES = (None, "offline", "online")
 LAYOUT = ("<root>/oxford-iiit-pet/images/*.jpg, <root>/oxford-iiit-pet/annotations/trimaps/*.png "
           "and <root>/oxford-iiit-pet/annotations/{trainval,test}.txt")
+# Bump when decoding, resizing, normalisation or augmentation changes what an item holds: every cache
+# derived from items (decoded images, mean/std, backbone features) is keyed by it.
+INPUT_VERSION = 1
 _TRIMAP_VALUES = np.array([1, 2, 3])  # on disk: pet, background, border -> class ids 0, 1, 2
 # Pillow raises these for missing, unreadable, truncated or oversized files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -201,10 +204,14 @@ def _file_state(path: Path) -> tuple[int, int] | None:
 
 
 def fingerprint(samples: Sequence[Sample], extra: object, with_trimaps: bool) -> str:
-    """Hash of sorted sample names, their files' sizes and mtimes, and extra."""
+    """Hash of sorted sample names, their files' sizes and mtimes, extra and INPUT_VERSION.
+
+    Files are identified by (name, size, mtime), not by content: fast on 7,000 images, and any
+    rewrite of a file changes its mtime.
+    """
     entries = sorted((s.name, _file_state(s.image), _file_state(s.labels) if with_trimaps else None)
                      for s in samples)
-    return hashlib.sha256(json.dumps([entries, extra]).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps([entries, extra, INPUT_VERSION]).encode()).hexdigest()[:24]
 
 
 def _cached_json(cache_dir: str | Path | None, name: str, compute: Callable[[], dict]) -> dict:

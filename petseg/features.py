@@ -3,8 +3,11 @@
 A backbone's output for an image does not change while the backbone is frozen and augmentation
 is offline (fixed copies), so the study needs one backbone pass per (backbone weights, images,
 size, normalisation, augmentation seed), not one per step. Features are stored in fp16 as
-memory-mapped files under `<cache_dir>/features/<key>/`; the key hashes the backbone's actual
-tensors and the dataset's files, so a change of weights, size, split or seed is a new cache.
+memory-mapped files under `<cache_dir>/features/<key>/`. The key covers everything that shapes them:
+the backbone's actual tensors and architecture (dilations, output stride), the dataset's files
+(identified by name, size and modification time), size, normalisation and augmentation seed, the
+compute precision, the torch / torchvision versions and a version of this feature code, so any
+change of these is a new cache rather than stale features.
 
     python -m petseg.features --cache-dir DIR            # list caches and their disk use
     python -m petseg.features --cache-dir DIR --clear    # delete them
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import sys
 import warnings
@@ -20,15 +24,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .arraycache import cached_arrays, folder_size
-from .data import PetSegmentation, fingerprint
+from .data import INPUT_VERSION, PetSegmentation, fingerprint
 from .engine import amp_enabled, autocast
 from .models import FrozenBackboneSegmenter
 
 FEATURE_DTYPE = np.float16
+# Bump when the code that turns images into features changes what a cache holds: the backbone's forward
+# (2: no ReLU after DenseNet's norm5) or the input pipeline (decode, resize, normalise, augment; see
+# petseg.data.INPUT_VERSION, also in the key). Old caches then miss instead of serving stale features.
+FEATURE_VERSION = 2
 
 
 def backbone_fingerprint(model: FrozenBackboneSegmenter) -> str:
@@ -38,6 +47,30 @@ def backbone_fingerprint(model: FrozenBackboneSegmenter) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def architecture(backbone: nn.Module) -> list:
+    """The backbone's structure as the features depend on it: every module's type, and each conv's and
+    pool's kernel, stride, padding and dilation (so dilations and the output stride are in it)."""
+    described = []
+    for name, module in backbone.named_modules():
+        entry = [name, type(module).__name__]
+        for attribute in ("kernel_size", "stride", "padding", "dilation"):
+            if hasattr(module, attribute):
+                entry.append(str(getattr(module, attribute)))
+        described.append(entry)
+    return described
+
+
+def feature_key(backbone: nn.Module, backbone_key: str, dataset: PetSegmentation, precision: str,
+                output_stride: float) -> str:
+    """Everything that shapes a dataset's features, hashed: code version, library versions, architecture,
+    weights, data, and the precision the backbone ran in."""
+    identity = {"version": FEATURE_VERSION, "input_version": INPUT_VERSION, "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "architecture": architecture(backbone),
+                "output_stride": output_stride, "weights": backbone_key, "data": dataset_fingerprint(dataset),
+                "precision": precision}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def dataset_fingerprint(dataset: PetSegmentation) -> str:
@@ -105,10 +138,11 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: PetSegmentation, ca
         return None
     # bf16 and fp32 backbone passes give different features: the precision is part of the key.
     precision = "bf16" if amp_enabled(device, amp) else "fp32"
-    identity = f"{backbone_key or backbone_fingerprint(model)}:{dataset_fingerprint(dataset)}:{precision}"
-    folder = Path(cache_dir) / "features" / hashlib.sha256(identity.encode()).hexdigest()[:32]
     with torch.no_grad(), autocast(device, amp):
         channels, height, width = model.backbone(dataset[0][0][None].to(device)).shape[1:]
+    key = feature_key(model.backbone, backbone_key or backbone_fingerprint(model), dataset, precision,
+                      dataset.size / height)
+    folder = Path(cache_dir) / "features" / key
     specs = {"features": ((len(dataset), channels, height, width), FEATURE_DTYPE),
              "masks": ((len(dataset), dataset.size, dataset.size), np.uint8)}
 

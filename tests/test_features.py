@@ -147,3 +147,30 @@ def test_decoded_cache_gives_identical_items_and_decodes_once(root, tmp_path, mo
             for got, want in zip(cached[index], expected[index]):
                 assert torch.equal(got, want)
     assert sorted(calls) == sorted(s.name for s in plain.samples)
+
+
+def test_feature_code_library_versions_and_architecture_are_in_the_key(root, tmp_path, monkeypatch):
+    import petseg.data as data
+    import petseg.features as features
+    import torchvision
+
+    val = build_datasets(root, 48, None, seed=0)["val"]
+    feature_dataset(model(), val, tmp_path, CPU)
+    feature_dataset(model(), val, tmp_path, CPU)
+    assert len(list_caches(tmp_path)) == 1, "identical inputs and code reuse the cache"
+    changes = [
+        lambda: monkeypatch.setattr(features, "FEATURE_VERSION", features.FEATURE_VERSION + 1),
+        lambda: monkeypatch.setattr(data, "INPUT_VERSION", data.INPUT_VERSION + 1),
+        lambda: monkeypatch.setattr(torch, "__version__", "9.9.9"),
+        lambda: monkeypatch.setattr(torchvision, "__version__", "9.9.9"),
+    ]
+    for count, change in enumerate(changes, start=2):
+        change()
+        feature_dataset(model(), build_datasets(root, 48, None, seed=0)["val"], tmp_path, CPU)
+        assert len(list_caches(tmp_path)) == count
+    # The same weights under another dilation (its output stride unchanged) compute other features.
+    dilated = model()
+    for layer in dilated.backbone.features.denseblock4.children():
+        layer.conv2.dilation, layer.conv2.padding = (2, 2), (2, 2)
+    feature_dataset(dilated, val, tmp_path, CPU)
+    assert len(list_caches(tmp_path)) == len(changes) + 2
