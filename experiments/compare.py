@@ -10,8 +10,9 @@ import argparse
 import sys
 
 from petseg.cli import add_runner_flags, runner_overrides
-from petseg.config import ConfigError, PRESETS, resolve_config, resolve_head_weights, search_plan
-from petseg.models import VARIANTS, parameter_counts, weights_cache_dir
+from petseg.config import (ConfigError, PRESETS, head_search_folder, missing_heads, missing_heads_message,
+                           resolve_config, resolve_head_weights, search_plan)
+from petseg.models import VARIANTS, parameter_counts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,6 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, help="retrain each variant's best lr with N more seeds (mean ± std)")
     parser.add_argument("--head-weights", help="folder of VOC / ADE20K head checkpoints <variant>-<hash>.pth "
                         "(default: the newest in $TORCH_HOME/hub/checkpoints, where pretrain_heads.py writes them)")
+    parser.add_argument("--allow-random-heads", action="store_true", default=None,
+                        help="run VOC / ADE20K variants whose head file is missing with random-init heads, "
+                        "labelled \"random init\" (without it such a study refuses to start)")
     parser.add_argument("--dry-run", action="store_true", help="print variants and search plan, train nothing")
     return parser.parse_args(argv)
 
@@ -34,7 +38,8 @@ def config_from_args(args: argparse.Namespace):
     """Resolve preset + YAML + flags into a StudyConfig."""
     variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
     overrides = {**runner_overrides(args), "variants": variants, "data_root": args.data_root,
-                 "download": args.download, "seeds": args.seeds, "head_weights": args.head_weights}
+                 "download": args.download, "seeds": args.seeds, "head_weights": args.head_weights,
+                 "allow_random_heads": args.allow_random_heads}
     return resolve_config(args.preset, args.config, overrides)
 
 
@@ -46,8 +51,9 @@ def head_weights_line(config, key: str, heads: dict[str, str]) -> str:
         return "none: pretrained is off, so the head starts from random init"
     if VARIANTS[key].head_dataset is None:
         return "COCO (torchvision)"
-    folder = config.head_weights if isinstance(config.head_weights, str) else weights_cache_dir()
-    return f"none found in {folder}: head starts from random init"
+    if config.allow_random_heads:
+        return f"none found in {head_search_folder(config)}: head starts from random init (--allow-random-heads)"
+    return f"none found in {head_search_folder(config)}: the study will refuse to start (see below)"
 
 
 def print_plan(config) -> None:
@@ -60,6 +66,9 @@ def print_plan(config) -> None:
               f"trainable {trainable:>10,}  total {total:>10,}")
         print(f"{'':<20} head weights: {head_weights_line(config, key, heads)}")
         print(f"{'':<20} {search_plan(config, key)}")
+    missing = missing_heads(config, heads)
+    if missing and not config.allow_random_heads:
+        print(f"\nthe study would stop: {missing_heads_message(config, missing)}")
 
 
 def main(argv=None) -> int:

@@ -2,10 +2,8 @@
 95% bootstrap intervals, paired tests between variants, seed repeats, tables and figures."""
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import time
 import warnings
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import torch
 import yaml
 from ray import tune
 
-from . import figures, stats
+from . import figures, labels, paper, stats, timing
 from .config import StudyConfig
 from .data import CLASS_NAMES
 from .dataspec import datasets_from_spec
@@ -28,12 +26,14 @@ from .training import build_seeded_model
 
 METRICS = stats.METRICS
 SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
+# What a verdict is about: one trained model per variant, or the variant (training runs x test images).
+UNIT_MODEL, UNIT_VARIANT = "this trained model", "this variant"
 
 
 def ended_by(trial, max_epochs: int) -> str:
     """Why a trial stopped: error, early stopping, max epochs, ASHA, or its unfinished status."""
     result = trial.last_result or {}
-    if trial.status == "ERROR":
+    if trial.status == "ERROR" or result.get("nonfinite_loss"):
         return "error"
     if trial.status != "TERMINATED":
         return trial.status.lower()
@@ -43,6 +43,9 @@ def ended_by(trial, max_epochs: int) -> str:
 
 
 def _error_reason(trial) -> str:
+    nonfinite = (trial.last_result or {}).get("nonfinite_loss")
+    if nonfinite:
+        return f"NonFiniteLossError: {nonfinite}"
     if trial.status != "ERROR":
         return ""
     lines = [line.strip() for line in str(trial.get_error() or "").splitlines() if line.strip()]
@@ -55,7 +58,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
     for trial in experiment.trials:
         history = experiment.trial_dataframes.get(trial.trial_id)
         best = {}
-        if history is not None and "val_weighted_iou" in history and len(history):
+        if history is not None and "val_weighted_iou" in history and history["val_weighted_iou"].notna().any():
             best = history.loc[history["val_weighted_iou"].idxmax()].to_dict()
         result = trial.last_result or {}
         rows.append({
@@ -105,64 +108,78 @@ def best_model(state: dict, device: torch.device):
 
 
 def score_on_test(model, dataset, config: StudyConfig, device: torch.device) -> tuple[dict, np.ndarray]:
-    """Test metrics with 95% bootstrap intervals, and the per-image confusion matrices.
-
-    prediction_time_s is the wall time of that one pass over the whole test split.
-    """
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
+    """Test metrics with 95% bootstrap intervals, and the per-image confusion matrices."""
     confusions = stats.per_image_confusions(model, dataset, device, config.batch_size)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
     summary = stats.summarize(confusions, seed=config.seed)
-    return ({**{f"test_{k}": v for k, v in summary.items()}, "prediction_time_s": seconds,
-             "test_images": len(dataset), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-             else "cpu", "batch_size": config.batch_size}, confusions)
+    return {f"test_{k}": v for k, v in summary.items()}, confusions
+
+
+def prediction_times(models: dict, dataset, config: StudyConfig, device: torch.device) -> dict[str, dict]:
+    """variant -> prediction time columns: every model timed on the same device-resident test images."""
+    images = timing.images_on_device(dataset, device)
+    timed = timing.time_predictions(models, images, config.batch_size, repeats=config.timing_repeats,
+                                    amp=config.amp)
+    conditions = {"device": timing.device_name(device), "batch_size": config.batch_size,
+                  "precision": timing.precision(device, config.amp), "test_images": len(dataset)}
+    return {variant: {"prediction_ms_per_image": t["ms_per_image"], "prediction_time_s": t["seconds"],
+                      "prediction_time_s_min": t["seconds_min"], "prediction_time_s_max": t["seconds_max"],
+                      "prediction_repeats": t["repeats"], **conditions}
+            for variant, t in timed.items()}
 
 
 def compute_spent(records: pd.DataFrame, variant: str, config: StudyConfig) -> dict:
-    """Trial-epochs and device hours a variant's search used, and the share of epochs ASHA saved."""
+    """Trial-epochs and device hours a variant's search used, and the epochs it did not run, by cause.
+
+    An epoch is cut when its trial ended before max_epochs: by its variant's ASHA, by its own early
+    stopping, or lost when the trial errored (not counting any retried attempts).
+    """
     mine = records[records["variant"] == variant]
     per_trial_devices = config.gpus_per_trial or config.cpus_per_trial
+    unrun = (config.max_epochs - mine["epochs"]).clip(lower=0)
     return {"trials": len(mine), "trial_epochs": int(mine["epochs"].sum()),
             "device_hours": float(mine["seconds"].sum() * per_trial_devices / 3600),
-            "asha_saved": 1 - mine["epochs"].sum() / (len(mine) * config.max_epochs) if len(mine) else math.nan}
+            "epochs_cut_by_asha": int(unrun[mine["ended_by"] == "ASHA"].sum()),
+            "epochs_cut_by_early_stopping": int(unrun[mine["ended_by"] == "early stopping"].sum()),
+            "epochs_lost_to_errors": int(unrun[mine["ended_by"] == "error"].sum()),
+            "epochs_planned": int(len(mine) * config.max_epochs)}
 
 
-def pairwise(confusions: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
-    """Paired bootstrap tests on the same test images between every pair of variants, per metric."""
+def pairwise(scored: dict[str, np.ndarray], names: dict[str, str], seed: int, variant_level: bool = False
+             ) -> pd.DataFrame:
+    """Holm-corrected paired bootstrap tests between every pair of variants, per metric, with the verdict's unit."""
+    unit = UNIT_VARIANT if variant_level else UNIT_MODEL
     rows = []
-    for (a, conf_a), (b, conf_b) in itertools.combinations(confusions.items(), 2):
-        for metric in METRICS:
-            test = stats.paired_test(conf_a, conf_b, metric, seed=seed)
-            verdict = {"A better": f"{a} better", "B better": f"{b} better"}.get(test["verdict"], test["verdict"])
-            rows.append({"a": a, "b": b, "metric": metric, "difference": test["diff"], "low": test["low"],
-                         "high": test["high"], "p_value": test["p_value"], "verdict": verdict})
-    return pd.DataFrame(rows)
+    for test in stats.pairwise_tests(scored, seed=seed, variant_level=variant_level):
+        winner = {"A better": test["a"], "B better": test["b"]}.get(test["verdict"])
+        rows.append({"a": test["a"], "b": test["b"], "metric": test["metric"], "difference": test["diff"],
+                     "low": test["low"], "high": test["high"], "p_value": test["p_value"], "p_holm": test["p_holm"],
+                     "verdict": f"{names[winner]} better" if winner else "not distinguishable", "unit": unit})
+    return pd.DataFrame(rows, columns=["a", "b", "metric", "difference", "low", "high", "p_value", "p_holm",
+                                       "verdict", "unit"])
 
 
-def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.device) -> pd.DataFrame:
-    """Per variant: how many seeds, and the mean and std of their test metrics (best head of each)."""
+def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.device
+                 ) -> tuple[pd.DataFrame, dict[str, list[np.ndarray]]]:
+    """Per variant: how many seeds and the mean and std of their test metrics; and each seed run's
+    per-image confusions (variant -> [N, C, C] per run), for the variant-level tests."""
     experiment = tune.ExperimentAnalysis(str(seeds_path))
     records = trial_records(experiment, config.max_epochs)
     by_id = {t.trial_id: t for t in experiment.trials}
-    values = {}
-    for _, record in records[records["ended_by"] != "error"].iterrows():
+    runs: dict[str, list[np.ndarray]] = {}
+    for _, record in records[records["ended_by"] != "error"].sort_values("seed").iterrows():
         state = latest_state(by_id[record["trial_id"]])
-        if state is None:
-            continue
-        confusions = stats.per_image_confusions(best_model(state, device), dataset, device, config.batch_size)
-        total = scores(torch.from_numpy(confusions.sum(axis=0)))
-        values.setdefault(record["variant"], []).append([total[m] for m in METRICS])
+        if state is not None:
+            runs.setdefault(record["variant"], []).append(
+                stats.per_image_confusions(best_model(state, device), dataset, device, config.batch_size))
     rows = []
-    for variant, runs in values.items():
-        row = {"key": variant, "seeds": len(runs)}
-        for metric, column in zip(METRICS, np.array(runs).T):
-            row[f"test_{metric}_seed_mean"], row[f"test_{metric}_seed_std"] = stats.seed_summary(column)
+    for variant, confusions in runs.items():
+        totals = [scores(torch.from_numpy(c.sum(axis=0))) for c in confusions]
+        row = {"key": variant, "seeds": len(confusions)}
+        for metric in METRICS:
+            row[f"test_{metric}_seed_mean"], row[f"test_{metric}_seed_std"] = stats.seed_summary(
+                [total[metric] for total in totals])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), runs
 
 
 def write_report(config: StudyConfig, data: dict, experiment_path: str | Path,
@@ -179,20 +196,21 @@ def write_report(config: StudyConfig, data: dict, experiment_path: str | Path,
     device = default_device()
     datasets = datasets_from_spec(data)
     best = best_states(experiment, records)
-    rows, confusions, shown = [], {}, {}
+    names = {variant: labels.model_name(config, variant) for variant in config.variants}
+    rows, confusions, shown, models = [], {}, {}, {}
     for variant in [v for v in config.variants if v in best]:
         state, record = best[variant]
         torch.save({"variant": variant, "lr": record["lr"], "epoch": int(record["best_epoch"]),
                     "head": state["progress"]["best_head"], "config": state["config"], "data": data},
                    out / "checkpoints" / f"{variant}.pt")
-        model = best_model(state, device)
-        test, confusions[variant] = score_on_test(model, datasets["test"], config, device)
-        shown[variant] = _predict_shown(model, datasets["test"], device)
+        models[variant] = best_model(state, device)
+        test, confusions[variant] = score_on_test(models[variant], datasets["test"], config, device)
+        shown[variant] = _predict_shown(models[variant], datasets["test"], device)
         trainable, total = parameter_counts(variant)
-        spec = VARIANTS[variant]
         rows.append({
-            "key": variant, "paper_name": spec.paper_name, "backbone": spec.backbone,
-            "head_pretraining": spec.head_pretraining, "trainable_params": trainable, "total_params": total,
+            "key": variant, "paper_name": VARIANTS[variant].paper_name, "model": names[variant],
+            "backbone": labels.backbone_label(config, variant), "head_pretraining": labels.head_label(config, variant),
+            "trainable_params": trainable, "total_params": total,
             "best_lr": record["lr"], "epochs": record["epochs"], "best_epoch": record["best_epoch"],
             **{f"val_{m}": record[f"best_val_{m}"] for m in METRICS},
             **test, **compute_spent(records, variant, config),
@@ -201,11 +219,20 @@ def write_report(config: StudyConfig, data: dict, experiment_path: str | Path,
         if variant not in best:
             print(f"warning: {variant} has no finished trial with a checkpoint; it is not in the comparison")
     comparison = pd.DataFrame(rows)
+    if rows:
+        times = prediction_times(models, datasets["test"], config, device)
+        comparison = comparison.merge(pd.DataFrame([{"key": v, **t} for v, t in times.items()]), on="key")
+    tests = pairwise(confusions, names, config.seed)
     if seeds_path is not None and rows:
-        comparison = comparison.merge(seed_repeats(Path(seeds_path), datasets["test"], config, device),
-                                      on="key", how="left")
+        seeds, runs = seed_repeats(Path(seeds_path), datasets["test"], config, device)
+        comparison = comparison.merge(seeds, on="key", how="left")
+        # The variant level: each variant's best trial and its seed repeats, all trained at its best lr.
+        runs = {v: np.stack([confusions[v], *runs[v]]) for v in confusions if v in runs}
+        if len(runs) >= 2:
+            tests = pd.concat([tests, pairwise(runs, names, config.seed, variant_level=True)], ignore_index=True)
+    if config.preset == "paper" and rows:
+        comparison = paper.beside_paper(comparison)
     comparison.to_csv(out / "comparison.csv", index=False)
-    tests = pairwise(confusions, config.seed)
     tests.to_csv(out / "pairwise.csv", index=False)
     (out / "comparison.md").write_text(comparison_markdown(comparison, tests))
     if rows:
@@ -222,10 +249,10 @@ def _predict_shown(model, dataset, device: torch.device) -> list[torch.Tensor]:
 
 
 def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame) -> str:
-    """The comparison as Markdown: metrics with intervals, seeds if any, then the paired verdicts."""
+    """The comparison as Markdown: metrics with intervals, seeds if any, then the verdicts and what they cover."""
     if comparison.empty:
         return "no variant finished a trial\n"
-    shown = pd.DataFrame({"key": comparison["key"], "paper_name": comparison["paper_name"],
+    shown = pd.DataFrame({"key": comparison["key"], "model": comparison["model"],
                           "trainable_params": comparison["trainable_params"],
                           "total_params": comparison["total_params"], "best_lr": comparison["best_lr"],
                           "epochs": comparison["epochs"], "val_weighted_iou": comparison["val_weighted_iou"]})
@@ -233,17 +260,37 @@ def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame) -> str:
         shown[f"test_{metric} [95% CI]"] = with_interval(comparison, f"test_{metric}")
     for name in CLASS_NAMES:
         shown[f"test_iou_{name}"] = comparison[f"test_iou_{name}"]
-    shown["prediction_time_s"] = comparison["prediction_time_s"]
+    shown["prediction_ms_per_image"] = comparison["prediction_ms_per_image"]
     if "seeds" in comparison:
         for metric in METRICS:
             shown[f"{metric} over seeds"] = comparison.apply(
                 lambda r, m=metric: f"{r[f'test_{m}_seed_mean']:.4f} ± {r[f'test_{m}_seed_std']:.4f} "
                 f"(n={r['seeds']:.0f})" if pd.notna(r["seeds"]) else "", axis=1)
-    text = markdown_table(shown)
-    if not tests.empty:
-        text += ("\nPaired bootstrap tests on the same test images (difference = a - b, 95% CI); "
-                 "\"not distinguishable\" when the interval contains 0:\n\n" + markdown_table(tests))
+    text = markdown_table(shown) + "\n" + timing_note(comparison) + "\n"
+    for unit, group in tests.groupby("unit", sort=False):
+        text += "\n" + verdicts_markdown(group, unit)
     return text
+
+
+def timing_note(comparison: pd.DataFrame) -> str:
+    """One sentence naming how prediction times were measured."""
+    first = comparison.iloc[0]
+    return (f"Prediction time: {first['test_images']} test images already decoded and on the device, "
+            f"{first['device']}, batch {first['batch_size']}, {first['precision']}; untimed warm-up batches first, "
+            f"then the median of {first['prediction_repeats']} passes per model in rotating order.")
+
+
+def verdicts_markdown(tests: pd.DataFrame, unit: str) -> str:
+    """The paired tests of one unit, with the correction and what the verdicts are about."""
+    what = (f"one trained model per variant (its best trial): test images vary, training does not, so a verdict "
+            f"is about {UNIT_MODEL}, not about the variant" if unit == UNIT_MODEL else
+            "each variant's best trial and its seed repeats: training runs and test images both vary, so a "
+            f"verdict is about {UNIT_VARIANT}")
+    better = tests[tests["verdict"] != "not distinguishable"]
+    return (f"Paired bootstrap tests on the same test images, {what}. Difference = a - b with its own 95% "
+            f"interval; {len(tests)} tests at once, so p-values are Holm-corrected (p_holm) and \"better\" "
+            f"needs p_holm < 0.05 ({len(better)} of {len(tests)}); otherwise \"not distinguishable\".\n\n"
+            + markdown_table(tests))
 
 
 def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, tests: pd.DataFrame,
@@ -251,24 +298,31 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
     """report.md with the paper-style tables (also as CSV/LaTeX), intervals, verdicts and figures."""
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
+    names = dict(zip(comparison["key"], comparison["model"]))
     table1, table2 = paper_tables(comparison)
     histories = {v: [(t, experiment.trial_dataframes[t]) for t in records.loc[records.variant == v, "trial_id"]
                      if t in experiment.trial_dataframes and len(experiment.trial_dataframes[t])]
                  for v in comparison["key"]}
-    figures.learning_curves({v: h for v, h in histories.items() if h}, best_ids, folder / "learning_curves.png")
-    figures.lr_landscape(records.dropna(subset=["best_val_weighted_iou"]), folder / "lr_landscape.png")
+    figures.learning_curves({v: h for v, h in histories.items() if h}, best_ids, folder / "learning_curves.png",
+                            names)
+    figures.lr_landscape(records.dropna(subset=["best_val_weighted_iou"]), folder / "lr_landscape.png", names)
     bars = comparison.rename(columns={"key": "variant"})
     bars = bars.rename(columns={f"test_{m}{end}": f"{m}{end}" for m in METRICS for end in ("", "_low", "_high")})
-    figures.metric_bars(bars, folder / "test_metrics.png")
+    figures.metric_bars(bars, folder / "test_metrics.png", names)
     count = min(SHOWN_IMAGES, len(test_set))
     figures.qualitative_grid([test_set[i][0] for i in range(count)], [test_set[i][1] for i in range(count)],
-                             shown, folder / "qualitative.png", test_set.mean.flatten(), test_set.std.flatten())
+                             shown, folder / "qualitative.png", test_set.mean.flatten(), test_set.std.flatten(), names)
+    random_heads = [name for name in names.values() if labels.RANDOM in name]
     sections = [
         f"# Study {config.name}", "",
         f"{len(records)} trials over {len(comparison)} variants; each variant's best trial (highest val weighted "
         "mIoU) scored on the test split. Intervals are 95% bootstrap intervals over test images.", "",
+        *([f"Random-init heads (no head file, or `pretrained: false`): {', '.join(random_heads)}; their head "
+           "pretraining reads \"random init\" below.", ""] if random_heads else []),
         "## Table 1: models", "", write_table(table1, out, "table1", "Models compared"),
         "## Table 2: results on the test split", "", write_table(table2, out, "table2", "Test results"),
+        *([f"Beside the paper: the `paper_*` columns are the published figures ({paper.source()}); "
+           "`diff_*` = petseg - paper.", ""] if "paper_pixel_accuracy" in comparison else []),
         "## Test metrics with 95% intervals, and paired tests", "", comparison_markdown(comparison, tests),
         "## Figures", "",
         "![learning curves](figures/learning_curves.png)", "",
@@ -281,4 +335,3 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
     path = out / "report.md"
     path.write_text("\n".join(sections))
     return path
-

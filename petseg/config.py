@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from .models import VARIANTS, find_head_weights
+from .models import VARIANTS, find_head_weights, weights_cache_dir
+from .search_space import DEFAULT_SAMPLER, SAMPLERS, sampler_plan
 
 
 class ConfigError(ValueError):
@@ -26,6 +27,7 @@ class StudyConfig:
     """Everything a study run depends on; the preset gives defaults, YAML and flags override."""
 
     name: str = "paper"
+    preset: str = "paper"  # which preset the defaults came from (set by resolve_config; "paper" is compared to the paper)
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     data_root: str | None = None
     download: bool = False
@@ -35,6 +37,7 @@ class StudyConfig:
     max_epochs: int = 10
     patience: int = 3  # epochs without val-loss improvement before a trial stops itself
     num_samples: int = 8  # learning rates tried per variant
+    sampler: str = DEFAULT_SAMPLER  # "gp" (default), "tpe" or "random": see petseg.search_space
     # Searched head learning rate, log-uniform, per optimiser family (Adam vs SGD scale differently).
     lr_range: dict[str, list[float]] = field(
         default_factory=lambda: {"denseaspp": [1e-5, 1e-2], "torchvision": [1e-4, 1e-1]})
@@ -49,6 +52,10 @@ class StudyConfig:
     pretrained: bool = True
     # variant key -> path or URL, or a folder of <variant>-*.pth files; see resolve_head_weights.
     head_weights: dict[str, str] | str = field(default_factory=dict)
+    # Without it, a pretrained study refuses to start when a VOC / ADE20K head file is missing; with it,
+    # those variants run with random-init heads and every table and figure says so.
+    allow_random_heads: bool = False
+    timing_repeats: int = 3  # timed passes over the test split per model; the median is reported
     seed: int = 0
     cpus_per_trial: float = 2.0
     gpus_per_trial: float = 0.0
@@ -94,6 +101,7 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
     if yaml_file is not None:
         values.update(_read_yaml(Path(yaml_file)))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values["preset"] = preset  # a record of where the defaults came from, not a setting
     known = {f.name for f in dataclasses.fields(StudyConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -133,12 +141,15 @@ def validate(config: StudyConfig) -> None:
             raise ConfigError(f"lr_range has unknown family {family!r}; use 'denseaspp' and 'torchvision'")
         if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
             raise ConfigError(f"lr_range for {family} is {bounds}: give [low, high] with 0 < low < high")
-    positive = ("image_size", "batch_size", "max_epochs", "patience", "num_samples", "grace_period")
+    positive = ("image_size", "batch_size", "max_epochs", "patience", "num_samples", "grace_period",
+                "timing_repeats")
     for name in positive:
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.reduction_factor < 2:
         raise ConfigError(f"reduction_factor must be at least 2, got {config.reduction_factor}")
+    if config.sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
     if config.augment not in ("offline", "online", "none"):
         raise ConfigError(f"augment must be offline, online or none, got {config.augment!r}")
     if not isinstance(config.head_weights, (dict, str)):
@@ -193,9 +204,39 @@ def resolve_head_weights(config: StudyConfig) -> dict[str, str]:
     return resolved
 
 
+def head_search_folder(config: StudyConfig) -> Path:
+    """Where resolve_head_weights looks for head files: the --head-weights folder, else the weights cache."""
+    return Path(config.head_weights).expanduser() if isinstance(config.head_weights, str) else weights_cache_dir()
+
+
+def missing_heads(config: StudyConfig, resolved: dict[str, str]) -> list[str]:
+    """The selected VOC / ADE20K variants of a pretrained study that found no head file."""
+    return [v for v in config.variants
+            if config.pretrained and VARIANTS[v].head_dataset is not None and v not in resolved]
+
+
+def missing_heads_message(config: StudyConfig, missing: list[str]) -> str:
+    """Why the study will not start without these head files, and the commands that make them."""
+    datasets = sorted({VARIANTS[v].head_dataset for v in missing})
+    wanted = ", ".join(f"{v} ({VARIANTS[v].head_pretraining} head, a {v}-*.pth file)" for v in missing)
+    commands = {"voc": "python experiments/pretrain_heads.py --dataset voc --data-root ~/data/voc --sbd-root "
+                       "~/data/sbd --download",
+                "ade20k": "python experiments/pretrain_heads.py --dataset ade20k --data-root ~/data/ade20k --download"}
+    return (f"no head file for {wanted} in {head_search_folder(config)}. Without it the head starts from random "
+            "init and the comparison would not be the paper's. Make the heads with:\n  "
+            + "\n  ".join(commands[d] for d in datasets)
+            + "\n(they are written to $TORCH_HOME/hub/checkpoints, where the study looks; or pass --output DIR "
+            "there and --head-weights DIR here), or pass --allow-random-heads to run these variants with "
+            "random-init heads, labelled \"random init\" in every table and figure")
+
+
 def search_plan(config: StudyConfig, variant: str) -> str:
     """One line saying how `variant`'s learning rate is searched and its trials stopped."""
     low, high = lr_bounds(config, variant)
-    return (f"{config.num_samples} trials, lr log-uniform [{low:g}, {high:g}] (Optuna TPE, seed {config.seed}); "
+    sampler, random_trials = sampler_plan(config.num_samples, config.sampler)
+    start = (f"all {random_trials}" if random_trials == config.num_samples
+             else f"first {random_trials} of {config.num_samples}")
+    return (f"{config.num_samples} trials, lr log-uniform [{low:g}, {high:g}] "
+            f"({sampler}, {start} trials random, seed {config.seed}); "
             f"ASHA of its own (grace {config.grace_period}, factor {config.reduction_factor}, "
             f"max {config.max_epochs} epochs); early stop after {config.patience} epochs without val-loss gain")

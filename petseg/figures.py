@@ -29,8 +29,11 @@ BEST_STYLE = {"color": "C3", "linewidth": 2.5, "marker": "o", "zorder": 3}
 OTHER_STYLE = {"color": "0.65", "linewidth": 1.0, "alpha": 0.8}
 
 
-def paper_name(variant: str) -> str:
-    """The paper's name of a variant key (the key itself for one the registry does not know)."""
+def paper_name(variant: str, names: dict[str, str] | None = None) -> str:
+    """The label of a variant key: names[variant] if given (e.g. "DenseASPP1 (random-init head)"), else the
+    paper's name, else the key itself."""
+    if names and variant in names:
+        return names[variant]
     return VARIANTS[variant].paper_name if variant in VARIANTS else variant
 
 
@@ -48,7 +51,7 @@ def _save(figure: Figure, path: str | Path) -> Path:
 
 
 def learning_curves(histories: dict[str, list[tuple[str, pd.DataFrame]]], best: dict[str, str],
-                    path: str | Path) -> Path:
+                    path: str | Path, names: dict[str, str] | None = None) -> Path:
     """One panel per variant: val weighted mIoU per epoch of every trial, its best trial highlighted.
 
     histories: variant -> [(trial_id, frame with epoch and val_weighted_iou)]; best: variant -> trial_id.
@@ -70,7 +73,7 @@ def learning_curves(histories: dict[str, list[tuple[str, pd.DataFrame]]], best: 
             is_best = trial_id == best.get(variant)
             ax.plot(frame["epoch"], frame["val_weighted_iou"], label=f"best ({trial_id})" if is_best else None,
                     **(BEST_STYLE if is_best else OTHER_STYLE))
-        ax.set(title=f"{paper_name(variant)} ({len(trials)} trials)", xlabel="epoch", ylabel="val weighted mIoU")
+        ax.set(title=f"{paper_name(variant, names)} ({len(trials)} trials)", xlabel="epoch", ylabel="val weighted mIoU")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if variant in best:
@@ -78,13 +81,13 @@ def learning_curves(histories: dict[str, list[tuple[str, pd.DataFrame]]], best: 
     return _save(figure, path)
 
 
-def lr_landscape(trials: pd.DataFrame, path: str | Path) -> Path:
+def lr_landscape(trials: pd.DataFrame, path: str | Path, names: dict[str, str] | None = None) -> Path:
     """Each trial's best val weighted mIoU against its learning rate (log x), one colour and marker per variant."""
     _require_columns(trials, ("variant", "lr", "best_val_weighted_iou"), "trials")
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = figure.subplots()
     for index, (variant, group) in enumerate(trials.groupby("variant", sort=False)):
-        ax.scatter(group["lr"], group["best_val_weighted_iou"], label=paper_name(variant),
+        ax.scatter(group["lr"], group["best_val_weighted_iou"], label=paper_name(variant, names),
                    marker=MARKERS[index % len(MARKERS)], s=40, alpha=0.85)
     ax.set_xscale("log")
     ax.set(xlabel="head learning rate", ylabel="best val weighted mIoU", title="Learning-rate search")
@@ -93,7 +96,7 @@ def lr_landscape(trials: pd.DataFrame, path: str | Path) -> Path:
     return _save(figure, path)
 
 
-def metric_bars(rows: pd.DataFrame, path: str | Path) -> Path:
+def metric_bars(rows: pd.DataFrame, path: str | Path, names: dict[str, str] | None = None) -> Path:
     """Test pixel accuracy, mIoU and weighted mIoU per variant as grouped bars with CI error bars.
 
     rows: one per variant with `variant` and, per metric, `<metric>`, `<metric>_low`, `<metric>_high`.
@@ -109,13 +112,14 @@ def metric_bars(rows: pd.DataFrame, path: str | Path) -> Path:
                           rows[f"{metric}_high"].to_numpy(dtype=float) - values], 0, None)
         ax.bar(positions + (index - (len(METRICS) - 1) / 2) * width, values, width, yerr=errors, capsize=3,
                label=METRIC_LABELS[metric])
-    ax.set_xticks(positions, [paper_name(v) for v in rows["variant"]], rotation=20, ha="right")
+    ax.set_xticks(positions, [paper_name(v, names) for v in rows["variant"]], rotation=20, ha="right")
     ax.set(ylabel="test score (95% CI)", ylim=(0, 1.1), title="Test metrics")
     ax.legend(loc="upper center", ncols=len(METRICS), fontsize="small")
     return _save(figure, path)
 
 
-def qualitative_grid(images, truths, predictions: dict[str, list], path: str | Path, mean, std) -> Path:
+def qualitative_grid(images, truths, predictions: dict[str, list], path: str | Path, mean, std,
+                     names: dict[str, str] | None = None) -> Path:
     """Rows = images; columns = image, ground truth, then each variant's prediction, coloured (paper Fig. 1).
 
     images: normalised [3, H, W] tensors (as a PetSegmentation gives them, undone with mean/std);
@@ -129,7 +133,7 @@ def qualitative_grid(images, truths, predictions: dict[str, list], path: str | P
             raise ValueError(f"{variant}: {len(masks)} predictions for {len(images)} images; give one per image")
     columns = [("image", [denormalize(torch.as_tensor(i), mean, std) for i in images]),
                ("ground truth", [colourize(torch.as_tensor(t)) for t in truths])]
-    columns += [(paper_name(v), [colourize(torch.as_tensor(m)) for m in masks]) for v, masks in predictions.items()]
+    columns += [(paper_name(v, names), [colourize(torch.as_tensor(m)) for m in masks]) for v, masks in predictions.items()]
     legend_inches = 0.4
     figure = Figure(figsize=(CELL_INCHES * len(columns), CELL_INCHES * len(images) + legend_inches),
                     layout="constrained")

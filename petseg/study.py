@@ -15,10 +15,13 @@ import yaml
 from ray import tune
 
 from . import analysis
-from .config import ConfigError, StudyConfig, lr_bounds, resolve_head_weights
+from .config import (ConfigError, StudyConfig, lr_bounds, missing_heads, missing_heads_message,
+                     resolve_head_weights)
 from .data import DatasetError, compute_mean_std, find_samples, make_split, scan_samples, split_samples
 from .dataspec import ensure_dataset
+from .models import WeightsUnavailableError
 from .trainable import train_variant
+from .training import build_seeded_model
 from .tune_groups import FixedTrials, VariantScheduler, VariantSearcher
 
 METRIC, MODE = "val_weighted_iou", "max"
@@ -172,7 +175,7 @@ def make_tuner(config: StudyConfig, data: dict, metric: str = METRIC, fixed: lis
         searcher, scheduler, trials = FixedTrials(fixed, metric, MODE), None, len(fixed)
     else:
         searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.variants}, config.num_samples,
-                                   metric, MODE, seed=config.seed)
+                                   metric, MODE, seed=config.seed, sampler=config.sampler)
         scheduler = VariantScheduler(config.variants, metric, MODE, max_t=config.max_epochs,
                                      grace_period=config.grace_period, reduction_factor=config.reduction_factor
                                      ) if config.asha else None
@@ -247,6 +250,10 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
     config, path = open_study(config, resume)
     if not resume:  # found once here, so every trial and the analysis use the same files (a resume keeps them)
         config = dataclasses.replace(config, head_weights=resolve_head_weights(config))
+        missing = missing_heads(config, config.head_weights)
+        if missing and not config.allow_random_heads:
+            raise StudyError(missing_heads_message(config, missing))
+    check_head_files(config)
     data = prepare_data(config, path / DATA_FILE if resume else None)
     run_search(config, data, resume)
     seeds_path = None
@@ -257,6 +264,16 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
     results = analysis.write_report(config, data, path, seeds_path)
     print((results / "comparison.md").read_text())
     return results
+
+
+def check_head_files(config: StudyConfig) -> None:
+    """Load every head file into its variant once, here in the driver, before any trial: a file that is
+    unreadable, holds no such head or was trained on another backbone stops the study, naming it."""
+    for variant, path in config.head_weights.items():
+        try:
+            build_seeded_model(variant, config.pretrained, config.seed, head_weights=path)
+        except WeightsUnavailableError as err:
+            raise StudyError(f"head file for {variant}: {err}") from err
 
 
 def seeds_study(config: StudyConfig) -> StudyConfig:

@@ -6,13 +6,20 @@ from pathlib import Path
 
 import pandas as pd
 
-TABLE1 = {"paper_name": "Model", "backbone": "Backbone (frozen)", "head_pretraining": "Head pretraining",
-          "trainable_params": "Trainable params", "total_params": "Total params"}
-TABLE2 = {"paper_name": "Model", "test_pixel_accuracy": "Pixel acc.", "test_weighted_iou": "Weighted mIoU",
+TABLE1 = {"model": "Model", "backbone": "Backbone (frozen)", "head_pretraining": "Head pretraining",
+          "trainable_params": "Trainable params", "total_params": "Total params",
+          "paper_trainable_params": "Paper trainable params", "diff_trainable_params": "Diff trainable params"}
+TABLE2 = {"model": "Model", "test_pixel_accuracy": "Pixel acc.", "paper_pixel_accuracy": "Paper pixel acc.",
+          "diff_pixel_accuracy": "Diff pixel acc.", "test_weighted_iou": "Weighted mIoU",
+          "paper_weighted_iou": "Paper weighted mIoU", "diff_weighted_iou": "Diff weighted mIoU",
           "test_mean_iou": "mIoU", "test_iou_pet": "IoU pet", "test_iou_background": "IoU background",
-          "test_iou_border": "IoU border", "prediction_time_s": "Prediction time (s)", "best_lr": "Best lr",
-          "epochs": "Epochs", "trial_epochs": "Trial-epochs", "device_hours": "Device hours",
-          "asha_saved": "ASHA saved"}
+          "test_iou_border": "IoU border", "prediction_ms_per_image": "Prediction (ms/image)",
+          "prediction_time_s": "Prediction, test set (s)", "paper_prediction_time_s": "Paper prediction, test set (s)",
+          "diff_prediction_time_s": "Diff prediction (s)", "device": "Device", "batch_size": "Batch",
+          "precision": "Precision", "best_lr": "Best lr", "epochs": "Epochs", "trial_epochs": "Trial-epochs",
+          "device_hours": "Device hours", "epochs_cut_by_asha": "Epochs cut by ASHA",
+          "epochs_cut_by_early_stopping": "Epochs cut by early stopping",
+          "epochs_lost_to_errors": "Epochs lost to errors", "epochs_planned": "Epochs planned"}
 
 
 def cell(value) -> str:
@@ -64,7 +71,8 @@ def write_table(frame: pd.DataFrame, folder: Path, stem: str, caption: str) -> s
 
 
 def paper_tables(comparison: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The paper's Table 1 (architecture) and Table 2 (results, extended), renamed for reading."""
-    table1 = comparison[list(TABLE1)].rename(columns=TABLE1)
+    """The paper's Table 1 (architecture) and Table 2 (results, extended; beside the published figures when
+    the comparison has them), renamed for reading."""
+    table1 = comparison[[c for c in TABLE1 if c in comparison]].rename(columns=TABLE1)
     table2 = comparison[[c for c in TABLE2 if c in comparison]].rename(columns=TABLE2)
     return table1, table2

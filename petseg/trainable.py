@@ -1,6 +1,7 @@
 """The Ray Tune function trainable: one trial = one variant fine-tuned with one learning rate."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import warnings
@@ -14,13 +15,16 @@ from torch.utils.tensorboard import SummaryWriter
 from .config import loader_workers
 from .data import PetSegmentation
 from .dataspec import datasets_from_spec, spec_kind, spec_num_classes
-from .engine import default_device
+from .engine import NonFiniteLossError, default_device
 from .synthetic_seg import voc_palette
 from .training import fit
 from .visual import PALETTE, strip
 
 STATE_FILE = "state.pt"
 IMAGES_LOGGED = 4
+# Every metric a search may rank by, so the final report of a diverged trial has the one Tune expects.
+NAN_METRICS = {name: math.nan for name in ("val_loss", "val_pixel_accuracy", "val_mean_iou", "val_weighted_iou",
+                                           "best_val_weighted_iou")}
 
 
 def load_state(checkpoint) -> dict | None:
@@ -72,18 +76,27 @@ def train_variant(config: dict, data: dict) -> None:
     images = ImageLogger(os.getcwd(), datasets["val"], palette_for(num_classes))
     node = ray.util.get_node_ip_address()
 
+    last_epoch = 0
+
     def report(metrics: dict, state: dict, model) -> None:
+        nonlocal last_epoch
         images.log(model, metrics["epoch"])
         with tempfile.TemporaryDirectory() as folder:
             torch.save({**state, "config": config}, Path(folder) / STATE_FILE)
             tune.report({**metrics, "node": node}, checkpoint=tune.Checkpoint.from_directory(folder))
+        last_epoch = metrics["epoch"]
 
     with warnings.catch_warnings():
         if spec_kind(data) != "pets":  # pretraining the head is the point: its random init is expected
             warnings.filterwarnings("ignore", message=".*no head_weights given", category=UserWarning)
-        fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
-            batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
-            seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
-            num_workers=loader_workers(config["num_workers"], config["cpus_per_trial"]), num_classes=num_classes, report=report,
-            state=load_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
-            feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None)
+        try:
+            fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
+                batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
+                seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
+                num_workers=loader_workers(config["num_workers"], config["cpus_per_trial"]), num_classes=num_classes,
+                report=report, state=load_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
+                feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None)
+        except NonFiniteLossError as err:
+            # Seeded training diverges the same way on every retry, so the trial ends here instead of
+            # raising into Tune's retries; the searcher and scheduler read `nonfinite_loss` as an error.
+            tune.report({"epoch": last_epoch, **NAN_METRICS, "nonfinite_loss": str(err), "node": node})

@@ -1,18 +1,22 @@
 """Fairness for one Tune run over several variants: a searcher and a scheduler grouped by variant.
 
-One Optuna TPE search and one ASHA per `config["variant"]`, so a variant's trials are only ever
-ranked against each other: a weak variant's best learning rate is never stopped because another
-variant is stronger. Both subclass Tune DeveloperAPIs, tested on the Ray version pinned in
-pyproject.toml.
+One seeded Optuna search (a GP after a budget-sized random start, see `petseg.search_space`) and
+one ASHA per `config["variant"]`, so a variant's trials are only ever ranked against each other:
+a weak variant's best learning rate is never stopped because another variant is stronger. Both
+subclass Tune DeveloperAPIs, tested on the Ray version pinned in pyproject.toml.
 """
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
+from functools import partial
 
 import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+
+from .search_space import DEFAULT_SAMPLER, startup_trials
 
 
 class _StateSearcher(Searcher):
@@ -33,17 +37,30 @@ class _StateSearcher(Searcher):
             self.__dict__.update(pickle.load(file))
 
 
+def make_sampler(kind: str, num_samples: int, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler `kind` ("gp", petseg's default; "tpe"; "random") for one variant's `num_samples`
+    trials, random for its budget-sized start (see petseg.search_space)."""
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    sampler = {"gp": optuna.samplers.GPSampler, "tpe": optuna.samplers.TPESampler}[kind]
+    return sampler(seed=seed, n_startup_trials=startup_trials(num_samples, kind))
+
+
 class VariantSearcher(_StateSearcher):
-    """One seeded OptunaSearch per variant; each new trial goes to the variant with fewest started."""
+    """One seeded OptunaSearch per variant; each new trial goes to the variant with fewest started.
+
+    `sampler` names the kind (see make_sampler); `new_sampler(seed)`, if given, builds each variant's instead.
+    """
 
     def __init__(self, lr_bounds: dict[str, tuple[float, float]], num_samples: int, metric: str, mode: str,
-                 seed: int = 0):
+                 seed: int = 0, sampler: str = DEFAULT_SAMPLER,
+                 new_sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None):
         super().__init__(metric=metric, mode=mode)
         self.num_samples = num_samples
+        new_sampler = new_sampler or partial(make_sampler, sampler, num_samples)
         self.searchers = {
             variant: OptunaSearch(space={"lr": optuna.distributions.FloatDistribution(low, high, log=True)},
-                                  metric=metric, mode=mode,
-                                  sampler=optuna.samplers.TPESampler(seed=seed + index))
+                                  metric=metric, mode=mode, sampler=new_sampler(seed + index))
             for index, (variant, (low, high)) in enumerate(lr_bounds.items())
         }
         self.started = {variant: 0 for variant in self.searchers}
@@ -62,13 +79,20 @@ class VariantSearcher(_StateSearcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Route an intermediate result to the trial's own variant search."""
-        if trial_id in self.trial_variant and self.metric in result:
+        if trial_id in self.trial_variant and self.metric in result and not diverged(result):
             self.searchers[self.trial_variant[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Route a final result (or error) to the trial's own variant search."""
+        """Route a final result (or error) to the trial's own variant search; a diverged trial counts as failed."""
         if trial_id in self.trial_variant:
+            if result is not None and diverged(result):
+                result, error = None, True
             self.searchers[self.trial_variant[trial_id]].on_trial_complete(trial_id, result, error)
+
+
+def diverged(result: dict) -> bool:
+    """Whether a trial reported that its loss became NaN or infinite (the trainable's last result then)."""
+    return bool(result.get("nonfinite_loss"))
 
 
 
@@ -98,12 +122,17 @@ class VariantScheduler(FIFOScheduler):
         self._of(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        """CONTINUE or STOP, decided only against trials of the same variant."""
+        """CONTINUE or STOP, decided only against trials of the same variant; a diverged trial stops."""
+        if diverged(result):
+            return self.STOP
         return self._of(trial).on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        """Record the final result in the variant's rungs."""
-        self._of(trial).on_trial_complete(tune_controller, trial, result)
+        """Record the final result in the variant's rungs (a diverged trial's NaN never enters them)."""
+        if diverged(result):
+            self._of(trial).on_trial_remove(tune_controller, trial)
+        else:
+            self._of(trial).on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller, trial) -> None:
         """Forget an errored trial (Tune may retry it as a new attempt of the same trial)."""

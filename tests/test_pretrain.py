@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from petseg.engine import evaluate, train_one_epoch
-from petseg.models import VARIANTS, build_model, find_head_weights, save_hashed_checkpoint
+from petseg.models import VARIANTS, WEIGHTS, HeadWeightsError, find_head_weights, save_hashed_checkpoint
 from petseg.models.denseaspp import DenseASPPHead, DilatedDenseNet
+from petseg.training import build_seeded_model
 from petseg.segdata import IGNORE
 from petseg.synthetic_seg import write_ade20k, write_sbd, write_voc
 
@@ -98,11 +100,61 @@ def test_the_study_loads_every_head_tensor_but_the_classifier(runs, dataset, cap
     folder, _ = runs
     for variant in HEADS[dataset]:
         path = find_head_weights(variant, folder / "heads")
-        model = build_model(variant, pretrained=False, head_weights=path)
+        # The study's backbone is the one the head was trained on: random init under the same seed.
+        model = build_seeded_model(variant, pretrained=False, seed=0, head_weights=path)
         report = capsys.readouterr().out
         tensors = len(model.head.state_dict())
         assert f"head weights from {path}: loaded {tensors - 2} tensors, skipped 2, left at init 2" in report
+        assert "the file's backbone: the same as this model's (random init)" in report
         assert f"skipped head.block.1.weight: shape ({CLASSES[dataset]}," in report
+        with pytest.raises(HeadWeightsError, match="trained on another backbone"):
+            build_seeded_model(variant, pretrained=False, seed=1, head_weights=path)
+
+
+def fake_imagenet_weights(torch_home: Path) -> None:
+    """Random DenseNet121 / DenseNet161 files under torchvision's names in torch_home, standing in for ImageNet's."""
+    cache = torch_home / "hub" / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    for arch in ("densenet121", "densenet161"):
+        state = getattr(torchvision.models, arch)(weights=None).state_dict()
+        torch.save(state, cache / Path(WEIGHTS[arch].url).name)
+
+
+def test_a_head_from_another_backbone_stops_the_study_before_any_trial(runs, tmp_path):
+    """Heads pretrained with --no-pretrained, offered to a study on the (here: stand-in) ImageNet backbones."""
+    folder, _ = runs
+    fake_imagenet_weights(tmp_path / "torch")
+    config = tmp_path / "study.yaml"
+    config.write_text(f"pretrained: true\nresults_dir: {tmp_path / 'results'}\ncache_dir: {tmp_path / 'cache'}\n")
+    run = subprocess.run([sys.executable, str(REPO / "experiments" / "compare.py"), "--preset", "smoke",
+                          "--config", str(config), "--variants", "denseaspp_voc", "--head-weights", str(folder / "heads"),
+                          "--storage-path", str(tmp_path / "ray")],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "TORCH_HOME": str(tmp_path / "torch")})
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    head = find_head_weights("denseaspp_voc", folder / "heads")
+    assert f"head file for denseaspp_voc: {head} was trained on another backbone" in run.stderr
+    assert "densenet121-a639ec97.pth (ImageNet)" in run.stderr
+    assert not (tmp_path / "ray" / "smoke").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_missing_head_stops_a_pretrained_study_unless_allowed(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text(f"pretrained: true\nresults_dir: {tmp_path / 'results'}\ncache_dir: {tmp_path / 'cache'}\n")
+    command = [sys.executable, str(REPO / "experiments" / "compare.py"), "--preset", "smoke", "--config", str(config),
+               "--variants", "fcn_resnet50,cutdenseaspp_ade20k", "--storage-path", str(tmp_path / "ray")]
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert run.returncode == 2
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    assert f"no head file for cutdenseaspp_ade20k (ADE20K head, a cutdenseaspp_ade20k-*.pth file) in {cache}" in run.stderr
+    assert "python experiments/pretrain_heads.py --dataset ade20k" in run.stderr
+    assert "--allow-random-heads" in run.stderr
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "results").exists()
+    dry = subprocess.run([*command, "--dry-run", "--allow-random-heads"], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path, env=env)
+    assert dry.returncode == 0
+    assert f"none found in {cache}: head starts from random init (--allow-random-heads)" in dry.stdout
 
 
 def test_dry_run_names_the_head_file_of_each_variant(runs, capsys):
@@ -126,7 +178,8 @@ def test_study_finds_the_newest_head_in_the_weights_cache(tmp_path, monkeypatch,
     assert load_script("compare").main(["--dry-run", "--variants", "denseaspp_voc,denseaspp_ade20k"]) == 0
     out = capsys.readouterr().out
     assert f"head weights: {new}" in out
-    assert f"head weights: none found in {cache}: head starts from random init" in out
+    assert f"head weights: none found in {cache}: the study will refuse to start (see below)" in out
+    assert "the study would stop: no head file for denseaspp_ade20k" in out
 
 
 @pytest.mark.parametrize("dataset,missing", [

@@ -1,0 +1,82 @@
+"""Prediction time measured as a benchmark would: the same conditions for every model.
+
+The test images are decoded, resized, normalised and moved to the device before any clock starts;
+each model first predicts a few untimed warm-up batches (kernel selection, allocator growth, lazy
+initialisation); then every model predicts the whole split several times, the order rotated each
+round so no model is always first or last, with CUDA synchronised around each timed pass. A model's
+time is the median of its passes.
+"""
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .engine import amp_enabled, autocast
+
+
+@functools.cache
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model with the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "CPU"
+    return f"{model} ({torch.get_num_threads()} threads)"
+
+
+def precision(device: torch.device, amp: bool = True) -> str:
+    """The compute precision petseg predicts in on `device`: "bf16 autocast" or "fp32"."""
+    return "bf16 autocast" if amp_enabled(device, amp) else "fp32"
+
+
+def images_on_device(dataset, device: torch.device) -> torch.Tensor:
+    """Every item's normalised image stacked [N, 3, S, S] on `device`: decoding stays out of the clock."""
+    return torch.stack([dataset[index][0] for index in range(len(dataset))]).to(device)
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def predict_all(model: nn.Module, images: torch.Tensor, batch_size: int, amp: bool = True) -> None:
+    """Class ids of every image, batch by batch, as the test-set scoring computes them."""
+    model.eval()
+    for start in range(0, len(images), batch_size):
+        with autocast(images.device, amp):
+            model(images[start:start + batch_size]).argmax(dim=1)
+
+
+def time_predictions(models: dict[str, nn.Module], images: torch.Tensor, batch_size: int, repeats: int = 3,
+                     warmup_batches: int = 2, amp: bool = True) -> dict[str, dict]:
+    """name -> {seconds (median over repeats of predicting all images), seconds_min, seconds_max,
+    ms_per_image, images, repeats}; every model warmed up, then timed in rotating order."""
+    if repeats < 1 or warmup_batches < 0:
+        raise ValueError(f"repeats={repeats}, warmup_batches={warmup_batches}: need repeats >= 1, warm-up >= 0")
+    if len(images) == 0:
+        raise ValueError("no test images to time predictions on")
+    device = images.device
+    names = list(models)
+    for model in models.values():
+        predict_all(model, images[:warmup_batches * batch_size], batch_size, amp)
+    passes: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            _synchronise(device)
+            started = time.perf_counter()
+            predict_all(models[name], images, batch_size, amp)
+            _synchronise(device)
+            passes[name].append(time.perf_counter() - started)
+    return {name: {"seconds": statistics.median(times), "seconds_min": min(times), "seconds_max": max(times),
+                   "ms_per_image": 1000 * statistics.median(times) / len(images), "images": len(images),
+                   "repeats": repeats}
+            for name, times in passes.items()}
