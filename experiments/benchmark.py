@@ -26,12 +26,12 @@ import torch
 from ray import tune
 from torch.utils.flop_counter import FlopCounterMode
 
-from petseg.config import resolve_config
-from petseg.engine import amp_enabled, autocast, default_device
-from petseg.models import VARIANTS
-from petseg.analysis import trial_records
-from petseg.study import open_study, prepare_data, run_search
-from petseg.training import build_seeded_model
+from petseg.models import VARIANTS, build_seeded_model
+from petseg.study.pets import prepare_data
+from petseg.train.engine import amp_enabled, autocast, default_device
+from petseg.tune.config import resolve_config
+from petseg.tune.results import trial_records
+from petseg.tune.runner import open_study, run_search
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,7 +66,7 @@ def study(work: Path, name: str, args, **overrides) -> tuple[pd.DataFrame, float
         started = time.perf_counter()
         path = run_search(config, data)
         seconds = time.perf_counter() - started
-    return trial_records(tune.ExperimentAnalysis(str(path)), config.max_epochs), seconds, data
+    return trial_records(tune.ExperimentAnalysis(str(path)), config.search.max_epochs), seconds, data
 
 
 def peak_flops(device: torch.device) -> float:
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
 
 def render(args, device, table, mfu, peak, naive_s, fast_s, same_trials, same_epochs, smoke, smoke_max) -> str:
     """The Markdown report."""
-    from petseg.tables import markdown_table
+    from petseg.report.tables import markdown_table
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     command = "python experiments/benchmark.py " + " ".join(sys.argv[1:])

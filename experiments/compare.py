@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from petseg.cli import add_runner_flags, runner_overrides
-from petseg.config import (ConfigError, PRESETS, head_search_folder, missing_heads, missing_heads_message,
-                           resolve_config, resolve_head_weights, search_plan)
+from petseg.errors import PetsegError
 from petseg.models import VARIANTS, parameter_counts
+from petseg.tune.cli import add_runner_flags, runner_overrides
+from petseg.tune.config import (PRESETS, head_search_folder, missing_heads, missing_heads_message, resolve_config,
+                                resolve_head_weights, search_plan)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The command-line flags (DESIGN.md, Study)."""
+    """The command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="defaults to start from")
     parser.add_argument("--config", help="YAML file overriding the preset")
@@ -47,11 +48,11 @@ def head_weights_line(config, key: str, heads: dict[str, str]) -> str:
     """Where variant `key`'s head starts from: a checkpoint file, torchvision's COCO head, or random init."""
     if key in heads:
         return heads[key]
-    if not config.pretrained:
+    if not config.search.pretrained:
         return "none: pretrained is off, so the head starts from random init"
     if VARIANTS[key].head_dataset is None:
         return "COCO (torchvision)"
-    if config.allow_random_heads:
+    if config.search.allow_random_heads:
         return f"none found in {head_search_folder(config)}: head starts from random init (--allow-random-heads)"
     return f"none found in {head_search_folder(config)}: the study will refuse to start (see below)"
 
@@ -59,7 +60,7 @@ def head_weights_line(config, key: str, heads: dict[str, str]) -> str:
 def print_plan(config) -> None:
     """Per variant: key, paper name, backbone, head pretraining, parameters (Table 1), head weights, search plan."""
     heads = resolve_head_weights(config)
-    for key in config.variants:
+    for key in config.search.variants:
         spec = VARIANTS[key]
         trainable, total = parameter_counts(key)
         print(f"{key:<20} {spec.paper_name:<14} {spec.backbone:<31} head: {spec.head_pretraining:<10} "
@@ -67,7 +68,7 @@ def print_plan(config) -> None:
         print(f"{'':<20} head weights: {head_weights_line(config, key, heads)}")
         print(f"{'':<20} {search_plan(config, key)}")
     missing = missing_heads(config, heads)
-    if missing and not config.allow_random_heads:
+    if missing and not config.search.allow_random_heads:
         print(f"\nthe study would stop: {missing_heads_message(config, missing)}")
 
 
@@ -76,17 +77,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = config_from_args(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print_plan(config)
-        return 0
-    from petseg.study import StudyError, run_study  # Ray is imported only when a study runs
+        if args.dry_run:
+            print_plan(config)
+            return 0
+        from petseg.study.pets import run_study  # Ray is imported only when a study runs
 
-    try:
         run_study(config, resume=args.resume)
-    except (ConfigError, StudyError) as err:
+    except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from petseg.data import CLASS_NAMES, PARTS, DatasetError
-from petseg.engine import default_device
-from petseg.models import VARIANTS, WeightsUnavailableError
-from petseg.predict import CheckpointError, checkpoint_dataset, load_best
-from petseg.stats import per_image_confusions, summarize
+from petseg.data import CLASS_NAMES, PARTS
+from petseg.errors import PetsegError
+from petseg.models import VARIANTS
+from petseg.report.stats import summarize
+from petseg.train.engine import default_device, per_image_confusions
+from petseg.train.inference import checkpoint_dataset, load_best
 
 LABELS = {"pixel_accuracy": "pixel accuracy", "mean_iou": "mIoU", "weighted_iou": "weighted mIoU"}
 
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
         batch_size = args.batch_size or checkpoint["config"]["batch_size"]
         at_size = per_image_confusions(model, dataset, device, batch_size)
         at_original = per_image_confusions(model, dataset, device, batch_size, original_size=True)
-    except (CheckpointError, DatasetError, WeightsUnavailableError) as err:
+    except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     size = dataset.size

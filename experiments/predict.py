@@ -18,11 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from petseg.data import DatasetError
-from petseg.engine import default_device
-from petseg.models import VARIANTS, WeightsUnavailableError
-from petseg.predict import (CheckpointError, comparison_panel, load_best, load_photo, predict_photo,
-                            study_checkpoints, warm_up)
+from petseg.data import CLASS_NAMES
+from petseg.drawing import comparison_panel
+from petseg.errors import DatasetError, PetsegError
+from petseg.models import VARIANTS
+from petseg.train.engine import default_device
+from petseg.train.inference import load_best, load_photo, predict_photo, study_checkpoints, warm_up
 
 
 def parse_args(argv):
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     try:
         models = load_models(args, device)
         output.mkdir(parents=True, exist_ok=True)
-    except (CheckpointError, WeightsUnavailableError, OSError) as err:
+    except (PetsegError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed, used = 0, set()
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
             continue
         masks, timings = segment(image, models, device)
         path = output_path(output, photo, used)
-        comparison_panel(image, masks).save(path)
+        comparison_panel(image, masks, CLASS_NAMES).save(path)
         print(f"{photo} ({image.width}x{image.height}): {', '.join(timings)} -> {path}")
     return 1 if failed else 0
 

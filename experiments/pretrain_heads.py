@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from petseg.cli import add_runner_flags, runner_overrides
-from petseg.config import ConfigError, resolve_config
-from petseg.segdata import NUM_CLASSES
+from petseg.data.voc_ade import NUM_CLASSES
+from petseg.errors import PetsegError
+from petseg.tune.cli import add_runner_flags, runner_overrides
+from petseg.tune.config import resolve_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,14 +53,13 @@ def config_from_args(args: argparse.Namespace, variants: list[str]):
 def main(argv=None) -> int:
     """Entry point; returns the process exit code (2: bad input, 1: a head got no checkpoint)."""
     args = parse_args(argv)
-    from petseg.pretrain import head_variants, pretrain_heads  # Ray is imported only once the flags parse
-    from petseg.study import StudyError
+    from petseg.study.pretrain import head_variants, pretrain_heads  # Ray is imported only once the flags parse
 
     variants = head_variants(args.dataset)
     try:
         table, results = pretrain_heads(config_from_args(args, variants), args.dataset, args.sbd_root,
                                         args.output, resume=args.resume)
-    except (ConfigError, StudyError) as err:
+    except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print((results / "pretrained_heads.md").read_text())

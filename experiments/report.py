@@ -5,15 +5,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from petseg import analysis
-from petseg.config import StudyConfig
-from petseg.study import CONFIG_FILE, DATA_FILE, experiment_path, seeds_study
+from petseg.errors import PetsegError
+from petseg.report import analysis
+from petseg.study.pets import seeds_study
+from petseg.tune.config import load_config
+from petseg.tune.runner import CONFIG_FILE, experiment_path, saved_data
 
 
 def main(argv=None) -> int:
@@ -28,13 +27,15 @@ def main(argv=None) -> int:
         print(f"error: no petseg study at {path} (no {CONFIG_FILE}); check --name and --storage-path",
               file=sys.stderr)
         return 2
-    config = StudyConfig(**yaml.safe_load((path / CONFIG_FILE).read_text()))
-    config.storage_path = args.storage_path  # the folder was found here, wherever the study ran from
-    if args.results_dir:
-        config.results_dir = args.results_dir
-    data = json.loads((path / DATA_FILE).read_text())
-    seeds_path = experiment_path(seeds_study(config))
-    out = analysis.write_report(config, data, path, seeds_path if seeds_path.is_dir() else None)
+    try:
+        config = load_config(path / CONFIG_FILE)
+        # The folder was found here, wherever the study ran from.
+        config = config.replace(storage_path=args.storage_path, results_dir=args.results_dir or config.run.results_dir)
+        seeds_path = experiment_path(seeds_study(config))
+        out = analysis.write_report(config, saved_data(path), path, seeds_path if seeds_path.is_dir() else None)
+    except PetsegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print((out / "comparison.md").read_text())
     print(f"wrote {out}")
     return 0

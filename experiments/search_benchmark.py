@@ -1,6 +1,6 @@
 """Which Optuna sampler finds a good learning rate within petseg's small per-variant budgets.
 
-    python experiments/search_benchmark.py                          # results/search_benchmark.md, ~12 min on 2 cores
+    python experiments/search_benchmark.py                          # results/search_benchmark.md, ~20 min on 2 cores
     python experiments/search_benchmark.py --budgets 20 --seeds 8 --smoke-seeds 0 --output /tmp/budget20.md   # ~5 min
 
 Every sampler drives petseg's own VariantSearcher (suggest, then on_trial_complete) on a known,
@@ -36,8 +36,8 @@ import numpy as np
 import optuna
 import torch
 
-from petseg.search_space import SAMPLERS, startup_trials
-from petseg.tune_groups import VariantSearcher
+from petseg.tune.search_space import SAMPLERS, startup_trials
+from petseg.tune.groups import VariantSearcher
 
 LOW, HIGH = -5.0, -2.0  # log10 of the lr range searched (the DenseASPP family's default)
 PEAKS = (-4.5, -4.0, -3.5, -3.0, -2.5)
@@ -151,8 +151,9 @@ def smoke_search(sampler: str, seed: int, budget: int, work: Path) -> list[dict]
     trial with its variant, start time and best val weighted mIoU."""
     from ray import tune
 
-    from petseg.config import resolve_config
-    from petseg.study import open_study, prepare_data, run_search
+    from petseg.study.pets import prepare_data
+    from petseg.tune.config import resolve_config
+    from petseg.tune.runner import open_study, run_search
 
     values = dict(name=f"{sampler}-{seed}", variants=list(SMOKE_VARIANTS), num_samples=budget, sampler=sampler,
                   seed=seed, storage_path=str(work / "ray"), results_dir=str(work / "results"),
@@ -240,12 +241,13 @@ def report(args, results: list[dict], seconds: float, smoke: dict) -> str:
     return "\n".join([
         "# Learning-rate sampler benchmark", "",
         f"Command: `python experiments/search_benchmark.py --budgets {','.join(map(str, args.budgets))} "
-        f"--seeds {args.seeds} --pending {args.pending} --noise {args.noise} --threads {args.threads}`  ",
+        f"--seeds {args.seeds} --pending {args.pending} --noise {args.noise} --threads {args.threads} "
+        f"--smoke-seeds {args.smoke_seeds} --smoke-budget {args.smoke_budget}`  ",
         f"Machine: {machine()}  ",
         f"Wall time: {seconds:.0f} s", "",
         f"Objective: noisy (sd {args.noise}) val-mIoU-like curve of log10(lr) over [1e-5, 1e-2], peak at 10^p for "
         f"p in {', '.join(map(str, PEAKS))}, {args.seeds} seeds each ({runs} searches per row), driven through "
-        "`petseg.tune_groups.VariantSearcher`. Trials at once 1: each suggestion sees every earlier result; "
+        "`petseg.tune.groups.VariantSearcher`. Trials at once 1: each suggestion sees every earlier result; "
         f"{args.pending}: a new trial starts whenever the oldest of {args.pending} pending ones finishes.", "",
         "regret@n: noise-free optimum minus the noise-free value of the best-observed of the first n trials "
         "(mean ± standard error). Later-half distance: mean |log10(lr / optimum)| of the last N/2 suggestions; "

@@ -10,6 +10,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from petseg import data
+from petseg.data import normalisation
+from petseg.data.__main__ import main as check_tree
 from petseg.data import (
     BACKGROUND, DatasetError, PetSegmentation, Sample, augmentation, build_datasets,
     compute_mean_std, find_samples, load_image, load_sample, load_split, load_trimap,
@@ -210,7 +212,7 @@ def test_mean_std_matches_numpy_and_is_cached(pet_root, tmp_path, monkeypatch):
                        for s in train]).astype(np.float64) / 255
     loads = []
     counting = lambda path: loads.append(path) or load_image(path)  # noqa: E731
-    monkeypatch.setattr(data, "load_image", counting)
+    monkeypatch.setattr(normalisation, "load_image", counting)
 
     mean, std = compute_mean_std(train, 24, cache_dir=tmp_path)
     np.testing.assert_allclose(mean, pixels.mean(axis=(0, 1, 2)), atol=1e-9)
@@ -312,7 +314,7 @@ def _decode(image):
 
 def test_augmentation_moves_image_and_mask_together_and_leaves_mask_colours_alone():
     image, mask = _encoded_pair()
-    full = augmentation()
+    full = augmentation(BACKGROUND)
     geometry = v2.Compose(full.transforms[:2])  # rotation and flip
     for seed in range(20):
         torch.manual_seed(seed)
@@ -331,7 +333,7 @@ def test_rotation_fills_mask_corners_with_background():
     torch.manual_seed(0)
     corners = []
     for _ in range(20):
-        _, mask = augmentation()(image, pet_everywhere)
+        _, mask = augmentation(BACKGROUND)(image, pet_everywhere)
         assert set(mask.unique().tolist()) <= {0, BACKGROUND}
         corners.append(mask[[0, 0, -1, -1], [0, -1, 0, -1]])
     assert (torch.stack(corners) == BACKGROUND).float().mean() > 0.9
@@ -340,7 +342,7 @@ def test_rotation_fills_mask_corners_with_background():
 # --- CLI -----------------------------------------------------------------------------------
 
 def test_cli_passes_a_good_tree(pet_root, capsys):
-    assert data.main(["--root", str(pet_root)]) == 0
+    assert check_tree(["--root", str(pet_root)]) == 0
     out = capsys.readouterr().out
     assert "train 10" in out and "val 5" in out and "test 5" in out
     assert "pet" in out and "background" in out and "border" in out and "%" in out
@@ -348,13 +350,13 @@ def test_cli_passes_a_good_tree(pet_root, capsys):
 
 def test_cli_fails_on_a_bad_tree_and_names_each_file(pet_root_copy, capsys):
     bad_files = _damage(pet_root_copy)
-    assert data.main(["--root", str(pet_root_copy)]) == 1
+    assert check_tree(["--root", str(pet_root_copy)]) == 1
     out = capsys.readouterr().out
     assert all(str(path) in out for path in bad_files)
 
 
 def test_cli_fails_on_a_missing_tree(tmp_path, capsys):
-    assert data.main(["--root", str(tmp_path / "nowhere")]) == 1
+    assert check_tree(["--root", str(tmp_path / "nowhere")]) == 1
     assert "--download" in capsys.readouterr().err
 
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from petseg.data import build_datasets
-from petseg.features import feature_dataset, list_caches, main as features_main
+from petseg.train.features import feature_dataset, list_caches, main as features_main
 from petseg.synthetic import write_dataset
-from petseg.training import build_seeded_model, fit
+from petseg.models import build_seeded_model
+from petseg.train.training import fit
 
 CPU = torch.device("cpu")
 
@@ -94,7 +95,7 @@ def test_online_augmentation_is_never_cached(root, tmp_path):
 
 def _build_in_process(args):
     root, cache_dir = args
-    import petseg.arraycache as arraycache
+    import petseg.disk as arraycache
 
     builds = []
     real_build = arraycache._build
@@ -121,7 +122,7 @@ def test_cli_lists_and_clears(root, tmp_path, capsys):
 
 
 def test_no_disk_room_falls_back_to_live(root, tmp_path, monkeypatch):
-    import petseg.arraycache as arraycache
+    import petseg.disk as arraycache
 
     monkeypatch.setattr(arraycache, "disk_free", lambda folder: 1000)
     val = build_datasets(root, 48, None, seed=0)["val"]
@@ -131,7 +132,7 @@ def test_no_disk_room_falls_back_to_live(root, tmp_path, monkeypatch):
 
 
 def test_decoded_cache_gives_identical_items_and_decodes_once(root, tmp_path, monkeypatch):
-    import petseg.data as data
+    import petseg.data.pets as data
 
     plain = build_datasets(root, 48, None, augment="offline", seed=0)["train"]
     indices = (0, len(plain) - 1)  # an original and an offline augmented copy
@@ -150,8 +151,8 @@ def test_decoded_cache_gives_identical_items_and_decodes_once(root, tmp_path, mo
 
 
 def test_feature_code_library_versions_and_architecture_are_in_the_key(root, tmp_path, monkeypatch):
-    import petseg.data as data
-    import petseg.features as features
+    import petseg.data.files as files
+    import petseg.train.features as features
     import torchvision
 
     val = build_datasets(root, 48, None, seed=0)["val"]
@@ -160,7 +161,7 @@ def test_feature_code_library_versions_and_architecture_are_in_the_key(root, tmp
     assert len(list_caches(tmp_path)) == 1, "identical inputs and code reuse the cache"
     changes = [
         lambda: monkeypatch.setattr(features, "FEATURE_VERSION", features.FEATURE_VERSION + 1),
-        lambda: monkeypatch.setattr(data, "INPUT_VERSION", data.INPUT_VERSION + 1),
+        lambda: monkeypatch.setattr(files, "INPUT_VERSION", files.INPUT_VERSION + 1),
         lambda: monkeypatch.setattr(torch, "__version__", "9.9.9"),
         lambda: monkeypatch.setattr(torchvision, "__version__", "9.9.9"),
     ]

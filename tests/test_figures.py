@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from petseg.figures import learning_curves, lr_landscape, metric_bars, qualitative_grid
+from petseg.report.figures import learning_curves, lr_landscape, metric_bars, qualitative_grid
 
 VARIANTS = ["fcn_resnet50", "denseaspp_voc", "cutdenseaspp_ade20k"]
 

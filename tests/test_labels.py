@@ -2,14 +2,14 @@
 import pandas as pd
 import pytest
 
-from petseg.config import StudyConfig
-from petseg.labels import backbone_label, head_label, model_name
-from petseg.paper import beside_paper, source
-from petseg.tables import paper_tables
+from petseg.tune.config import StudyConfig
+from petseg.report.labels import backbone_label, head_label, model_name
+from petseg.report.paper import beside_paper, source
+from petseg.report.tables import paper_tables
 
 
 def test_a_head_without_its_file_is_random_init_whatever_its_variant_is_called():
-    config = StudyConfig(pretrained=True, head_weights={"denseaspp_voc": "/heads/denseaspp_voc-1234abcd.pth"})
+    config = StudyConfig.from_flat(dict(pretrained=True, head_weights={"denseaspp_voc": "/heads/denseaspp_voc-1234abcd.pth"}))
     assert head_label(config, "denseaspp_voc") == "Pascal VOC" and model_name(config, "denseaspp_voc") == "DenseASPP1"
     assert head_label(config, "denseaspp_ade20k") == "random init"
     assert model_name(config, "denseaspp_ade20k") == "DenseASPP2 (random-init head)"
@@ -18,7 +18,7 @@ def test_a_head_without_its_file_is_random_init_whatever_its_variant_is_called()
 
 
 def test_random_weights_claim_no_pretraining():
-    config = StudyConfig(pretrained=False, head_weights={"denseaspp_voc": "/heads/denseaspp_voc-1234abcd.pth"})
+    config = StudyConfig.from_flat(dict(pretrained=False, head_weights={"denseaspp_voc": "/heads/denseaspp_voc-1234abcd.pth"}))
     for variant in ("fcn_resnet50", "denseaspp_voc"):
         assert head_label(config, variant) == "random init"
         assert model_name(config, variant).endswith("(random-init head)")

@@ -1,4 +1,5 @@
-"""Inference from best checkpoints: the library (petseg.predict) and experiments/predict.py, evaluate.py."""
+"""Inference from best checkpoints: the library (petseg.train.inference, petseg.drawing) and experiments/predict.py,
+evaluate.py."""
 import importlib.util
 import re
 import warnings
@@ -9,12 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from petseg.data import PetSegmentation, compute_mean_std, find_samples, load_image, make_split, split_samples
-from petseg.engine import evaluate
-from petseg.predict import (CheckpointError, comparison_panel, load_best, load_photo, normalise, overlay,
+from petseg.data import CLASS_NAMES, PetSegmentation, compute_mean_std, find_samples, load_image, make_split, split_samples
+from petseg.train.engine import evaluate
+from petseg.drawing import comparison_panel, overlay
+from petseg.errors import CheckpointError
+from petseg.train.inference import (load_best, load_photo, normalise,
                             predict_photo, study_checkpoints)
-from petseg.training import build_seeded_model, make_loader
-from petseg.visual import PALETTE
+from petseg.models import build_seeded_model
+from petseg.train.training import make_loader
+from petseg.drawing import PALETTE
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -143,9 +147,9 @@ def test_overlay_blends_the_class_colours_into_the_photo():
 def test_comparison_panel_has_one_panel_per_variant():
     photo = Image.new("RGB", (50, 70), (90, 120, 60))
     mask = torch.zeros(70, 50, dtype=torch.long)
-    alone = comparison_panel(photo, {})
-    one = comparison_panel(photo, {"FCN": mask})
-    two = comparison_panel(photo, {"FCN": mask, "DenseASPP1": mask})
+    alone = comparison_panel(photo, {}, CLASS_NAMES)
+    one = comparison_panel(photo, {"FCN": mask}, CLASS_NAMES)
+    two = comparison_panel(photo, {"FCN": mask, "DenseASPP1": mask}, CLASS_NAMES)
     assert two.width - one.width == one.width - alone.width > alone.width
     assert alone.height == one.height == two.height > 256  # small photos are enlarged so captions fit
 
@@ -164,7 +168,7 @@ def test_predict_cli_writes_overlays_and_names_the_unreadable_file(study, photos
         assert re.search(r"FCN \d+\.\d{3} s, DenseASPP1 \d+\.\d{3} s", line), line
     mask = torch.zeros(70, 50, dtype=torch.long)
     with Image.open(out / "gray.png") as written:  # the photo, then one overlay per variant
-        assert written.size == comparison_panel(load_image(photos / "gray.jpg"), {"a": mask, "b": mask}).size
+        assert written.size == comparison_panel(load_image(photos / "gray.jpg"), {"a": mask, "b": mask}, CLASS_NAMES).size
 
 
 def test_predict_cli_with_one_checkpoint_file_succeeds_without_overwriting(study, photos, tmp_path, capsys):

@@ -13,12 +13,12 @@ import torch
 import torchvision
 from torch import nn
 
-from petseg.engine import evaluate, train_one_epoch
-from petseg.models import VARIANTS, WEIGHTS, HeadWeightsError, find_head_weights, save_hashed_checkpoint
+from petseg.train.engine import evaluate, train_one_epoch
+from petseg.models import VARIANTS, WEIGHTS, HeadWeightsError, build_seeded_model, find_head_weights
+from petseg.models.checkpoints import save_head_file
 from petseg.models.denseaspp import DenseASPPHead, DilatedDenseNet
-from petseg.training import build_seeded_model
-from petseg.segdata import IGNORE
-from petseg.synthetic_seg import write_ade20k, write_sbd, write_voc
+from petseg.data import IGNORE
+from petseg.synthetic import write_ade20k, write_sbd, write_voc
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, IMAGES = 48, 12
@@ -233,7 +233,7 @@ def test_pixels_labelled_255_change_neither_loss_nor_confusion_matrix():
 
 def test_equal_heads_get_the_same_file_name(tmp_path):
     state = {"head.block.1.weight": torch.ones(21, 4, 1, 1)}
-    first = save_hashed_checkpoint(state, tmp_path, "denseaspp_voc")
-    assert save_hashed_checkpoint(state, tmp_path, "denseaspp_voc") == first
+    first = save_head_file(state, tmp_path, "denseaspp_voc")
+    assert save_head_file(state, tmp_path, "denseaspp_voc") == first
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
     assert torch.equal(torch.load(first, weights_only=True)["head.block.1.weight"], state["head.block.1.weight"])

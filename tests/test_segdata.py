@@ -8,13 +8,16 @@ import torch
 from PIL import Image
 from torchvision.datasets import SBDataset, VOCSegmentation
 
-from petseg import segdata, synthetic_seg
+from petseg.synthetic.__main__ import main as synthetic_main
+from petseg.data import voc_ade as segdata
+from petseg.synthetic import seg as synthetic_seg
 from petseg.data import DatasetError
-from petseg.segdata import (
-    IGNORE, NUM_CLASSES, SegmentationSet, SegSample, ade20k_samples, load_labels, sbd_samples,
+from petseg.data.voc_ade import (
+    IGNORE, NUM_CLASSES, VocAdeSegmentation, SegSample, ade20k_samples, load_labels, sbd_samples,
     voc_samples, voc_sbd_train_samples,
 )
-from petseg.synthetic_seg import voc_image_id, voc_palette, write_ade20k, write_sbd, write_voc
+from petseg.drawing import voc_palette
+from petseg.synthetic import voc_image_id, write_ade20k, write_sbd, write_voc
 
 NUM_IMAGES, SIZE = 8, 40
 NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -253,7 +256,7 @@ def test_rgb_label_image_is_rejected(tmp_path):
 
 def test_segmentation_set_items_are_normalised_tensors(trees):
     samples = ade20k_samples(trees["ade20k"], "training")
-    dataset = SegmentationSet(samples, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    dataset = VocAdeSegmentation(samples, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     assert len(dataset) == len(samples) and dataset.num_classes == NUM_CLASSES["ade20k"]
     image, labels = dataset[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
@@ -265,8 +268,8 @@ def test_segmentation_set_items_are_normalised_tensors(trees):
 
 def test_offline_copies_are_fixed_by_seed(trees):
     samples = voc_sbd_train_samples(trees["voc"], trees["sbd"])[:3]
-    first, again = (SegmentationSet(samples, 24, *NO_NORMALISATION, augment="offline", seed=1) for _ in range(2))
-    other = SegmentationSet(samples, 24, *NO_NORMALISATION, augment="offline", seed=2)
+    first, again = (VocAdeSegmentation(samples, 24, *NO_NORMALISATION, augment="offline", seed=1) for _ in range(2))
+    other = VocAdeSegmentation(samples, 24, *NO_NORMALISATION, augment="offline", seed=2)
     assert len(first) == 6 and first.names[3:] == [f"{s.name}.aug1" for s in samples]
     for index in range(3, 6):
         torch.testing.assert_close(first[index], again[index])
@@ -277,7 +280,7 @@ def test_offline_copies_are_fixed_by_seed(trees):
 def test_rotation_fills_the_labels_with_ignore(tmp_path):
     sample = _sample_with_labels(tmp_path, "voc", np.full((40, 40), 7))
     for seed in range(3):
-        dataset = SegmentationSet([sample], 32, *NO_NORMALISATION, augment="offline", seed=seed)
+        dataset = VocAdeSegmentation([sample], 32, *NO_NORMALISATION, augment="offline", seed=seed)
         original, copy = dataset[0][1], dataset[1][1]
         assert (original == 7).all()
         assert set(copy.unique().tolist()) == {7, IGNORE}
@@ -286,10 +289,10 @@ def test_rotation_fills_the_labels_with_ignore(tmp_path):
 
 def test_mixing_voc_and_ade20k_is_refused(trees):
     with pytest.raises(ValueError, match="label spaces"):
-        SegmentationSet(voc_samples(trees["voc"])[:1] + ade20k_samples(trees["ade20k"])[:1], 32, *NO_NORMALISATION)
+        VocAdeSegmentation(voc_samples(trees["voc"])[:1] + ade20k_samples(trees["ade20k"])[:1], 32, *NO_NORMALISATION)
 
 
 def test_cli_writes_the_chosen_kind(tmp_path, capsys):
-    assert synthetic_seg.main(["--kind", "sbd", "--root", str(tmp_path), "--num-images", "2", "--size", "16"]) == 0
+    assert synthetic_main(["--kind", "sbd", "--root", str(tmp_path), "--num-images", "2", "--size", "16"]) == 0
     assert "2 sbd images" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "cls").iterdir()) == sorted(f"{voc_image_id(i)}.mat" for i in (1, 2))

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from petseg.data import PetSegmentation, find_samples, load_trimap
-from petseg.engine import evaluate
+from petseg.train.engine import evaluate
 from petseg.metrics import scores
-from petseg.stats import (METRICS, batch_scores, bootstrap_ci, holm, paired_test, paired_variant_test,
-                          pairwise_tests, per_image_confusions, seed_summary, summarize)
-from petseg.training import build_seeded_model, make_loader
+from petseg.report.stats import (METRICS, batch_scores, bootstrap_ci, holm, paired_test, paired_variant_test,
+                                 pairwise_tests, seed_summary, summarize)
+from petseg.train.engine import per_image_confusions
+from petseg.models import build_seeded_model
+from petseg.train.training import make_loader
 
 
 def image_confusions(correct: np.ndarray, pixels: int = 10) -> np.ndarray:

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 from torchvision.datasets import OxfordIIITPet
 
-from petseg import synthetic
 from petseg.synthetic import breed_ids, write_dataset
+from petseg.synthetic.__main__ import main as synthetic_main
 
 
 def _trimaps(root):
@@ -98,6 +98,6 @@ def test_rejects_too_few_images(tmp_path):
 
 
 def test_cli_writes_and_reports(tmp_path, capsys):
-    assert synthetic.main(["--root", str(tmp_path), "--num-images", "4", "--size", "32"]) == 0
+    assert synthetic_main(["--root", str(tmp_path), "--num-images", "4", "--size", "32"]) == 0
     assert "wrote 4 images" in capsys.readouterr().out
     assert len(_images(tmp_path)) == 4 and len(_trimaps(tmp_path)) == 4

@@ -4,8 +4,8 @@ import warnings
 import pytest
 import torch
 
-from petseg.timing import device_name, images_on_device, precision, time_predictions
-from petseg.training import build_seeded_model
+from petseg.train.timing import device_name, images_on_device, precision, time_predictions
+from petseg.models import build_seeded_model
 
 CPU = torch.device("cpu")
 
@@ -31,7 +31,7 @@ def test_the_same_model_timed_first_and_last_takes_about_the_same_time():
 
 
 def test_models_are_warmed_up_and_timed_in_rotating_order(monkeypatch):
-    import petseg.timing as timing
+    import petseg.train.timing as timing
 
     calls = []
     monkeypatch.setattr(timing, "predict_all", lambda model, images, batch, amp=True: calls.append((model, len(images))))

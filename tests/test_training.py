@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from petseg.data import build_datasets
-from petseg.engine import NonFiniteLossError, evaluate, train_one_epoch
+from petseg.train.engine import NonFiniteLossError, evaluate, train_one_epoch
 from petseg.metrics import confusion_matrix, scores
 from petseg.synthetic import write_dataset
-from petseg.training import build_seeded_model, fit, make_loader, make_optimizer
+from petseg.models import build_seeded_model
+from petseg.train.training import fit, make_loader, make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +64,15 @@ def test_resume_from_state_continues_the_same_run(learn_datasets):
 
 def test_early_stopping_on_val_loss(learn_datasets, monkeypatch):
     """With patience 2, val losses 1.0, 0.9, 0.95, 0.97 stop the trial after epoch 4."""
-    import petseg.training
+    import petseg.train.training
 
-    real_evaluate = petseg.training.evaluate
+    real_evaluate = petseg.train.training.evaluate
     val_losses = iter([1.0, 0.9, 0.95, 0.97, 0.5, 0.4])
 
     def scripted(*args, **kwargs):
         return {**real_evaluate(*args, **kwargs), "loss": next(val_losses)}
 
-    monkeypatch.setattr(petseg.training, "evaluate", scripted)
+    monkeypatch.setattr(petseg.train.training, "evaluate", scripted)
     history = []
     quiet_fit("denseaspp_voc", 1e-3, learn_datasets, max_epochs=6, batch_size=8, patience=2,
               pretrained=False, seed=0, report=lambda m, s, _: history.append(m))

@@ -7,9 +7,9 @@ import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from petseg.config import StudyConfig
-from petseg.search_space import sampler_plan
-from petseg.tune_groups import VariantScheduler, VariantSearcher
+from petseg.tune.config import StudyConfig
+from petseg.tune.search_space import sampler_plan
+from petseg.tune.groups import VariantScheduler, VariantSearcher
 
 
 def make_trials(variants, per_variant):
@@ -80,7 +80,7 @@ def test_searcher_restore_keeps_budgets_and_history(tmp_path):
 
 
 def test_fixed_trials_hand_out_the_list_once_and_resume(tmp_path):
-    from petseg.tune_groups import FixedTrials
+    from petseg.tune.groups import FixedTrials
 
     configs = [{"variant": "a", "lr": 0.1, "seed": 1}, {"variant": "a", "lr": 0.1, "seed": 2}]
     searcher = FixedTrials(configs, metric="m", mode="max")
@@ -109,7 +109,7 @@ def later_half_distance(make_sampler, budget, peaks=(-4.0, -3.0), seeds=range(6)
 
 
 def test_searcher_learns_within_the_paper_budget():
-    budget = StudyConfig().num_samples  # the paper preset's 8 trials per variant
+    budget = StudyConfig().search.num_samples  # the paper preset's 8 trials per variant
     random = later_half_distance(lambda seed: optuna.samplers.RandomSampler(seed=seed), budget)
     learned = later_half_distance(None, budget)  # None: petseg's default sampler
     assert learned < 0.6 * random, (learned, random)  # measured: 0.27-0.44 of random over other seeds

@@ -13,8 +13,8 @@ from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, FCN_ResN
 from .denseaspp import DenseASPPHead, DilatedDenseNet
 from .registry import VariantSpec, get_variant
 from .segmenter import FrozenBackboneSegmenter
-from .weights import (check_head_backbone, load_head, load_state_dict_file, rename_legacy_densenet_keys,
-                      split_head_checkpoint)
+from .checkpoints import split_head_checkpoint
+from .weights import check_head_backbone, load_head, load_state_dict_file, rename_legacy_densenet_keys
 
 WEIGHTS = {
     "fcn_resnet50": FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
@@ -83,6 +83,25 @@ def build_model(key: str, num_classes: int = 3, pretrained: bool = True,
     if spec.family == "torchvision":
         return _torchvision_model(spec, num_classes, pretrained)
     return _denseaspp_model(spec, num_classes, pretrained, head_weights)
+
+
+def build_seeded_model(variant: str, pretrained: bool, seed: int, head_weights=None,
+                       num_classes: int = 3) -> FrozenBackboneSegmenter:
+    """build_model under a fixed seed, so random-init parts are identical wherever it is rebuilt."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(variant, num_classes, pretrained=pretrained, head_weights=head_weights)
+
+
+def model_from_config(config: dict, head: dict | None = None, num_classes: int = 3) -> FrozenBackboneSegmenter:
+    """The model a saved trial config describes (variant, pretrained, seed, head_weights), built as the trial
+    built it. With `head` (a saved head state), that replaces the head and no head file is read."""
+    variant = config["variant"]
+    head_file = None if head is not None else config.get("head_weights", {}).get(variant)
+    model = build_seeded_model(variant, config["pretrained"], config["seed"], head_file, num_classes)
+    if head is not None:
+        model.head.load_state_dict(head)
+    return model
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

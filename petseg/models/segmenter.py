@@ -35,9 +35,10 @@ class FrozenBackboneSegmenter(nn.Module):
         logits = self.head(features)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits [N, classes, H, W] at the input's size."""
-        return self.decode(self.features(images), images.shape[-2:])
+    def forward(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Logits [N, classes, H, W] at the input's size, or at `size` (one upsampling of the head's logits,
+        as the variant's reference upsamples them, rather than resizing input-size logits again)."""
+        return self.decode(self.features(images), size or images.shape[-2:])
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters an optimiser should update (the head's)."""

@@ -1,8 +1,8 @@
-"""Pretrained weights: torchvision's cache for downloads, safe loading, head checkpoints by name and shape."""
+"""Pretrained weights: torchvision's cache for downloads, safe loading, head tensors loaded by name and shape
+into a head and checked against the backbone they were trained on."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,11 +12,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..filelock import file_lock
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be found locally nor downloaded."""
+from ..disk import file_lock
+from ..errors import HeadWeightsError, WeightsUnavailableError
 
 
 def is_url(source: str | os.PathLike) -> bool:
@@ -61,25 +58,6 @@ def fetch_checkpoint(url: str) -> Path:
     return path
 
 
-def save_hashed_checkpoint(state: dict[str, torch.Tensor], folder: str | os.PathLike, stem: str) -> Path:
-    """Save `state` as <folder>/<stem>-<first 8 hex of the file's sha256>.pth, the name torchvision gives its files.
-
-    Written under a temporary name and renamed once complete, so no reader sees a partial file.
-    """
-    # Serialised in memory: torch.save names its archive after the file, and a temporary name would
-    # make equal heads hash differently.
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    content = buffer.getbuffer()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}-{hashlib.sha256(content).hexdigest()[:8]}.pth"
-    scratch = folder / f".{path.name}.{os.getpid()}.tmp"
-    scratch.write_bytes(content)
-    os.replace(scratch, path)
-    return path
-
-
 def load_state_dict_file(source: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict from a path or URL with `weights_only=True`; errors name the file."""
     path = fetch_checkpoint(str(source)) if is_url(source) else Path(source)
@@ -100,30 +78,8 @@ def load_state_dict_file(source: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-class HeadWeightsError(WeightsUnavailableError):
-    """A head checkpoint cannot be used for this model: nothing fits, or it belongs to another backbone."""
-
-
-HEAD_PREFIX = "head."
-# The public DenseASPP code saved its backbone as `pretrained.features.*` (older releases) or
-# `features.*` (the original code, and what petseg writes).
-BACKBONE_PREFIXES = ("pretrained.features.", "features.")
 # The head's last 1x1 conv: its class count differs between datasets, so it loads whole or not at all.
 CLASSIFIER = ("block.1.weight", "block.1.bias")
-
-
-def split_head_checkpoint(state: dict[str, torch.Tensor]) -> tuple[dict, dict, int]:
-    """(backbone tensors, head tensors, count of other tensors) of a public-layout checkpoint, prefixes removed."""
-    backbone, head, other = {}, {}, 0
-    for key, value in state.items():
-        prefix = next((p for p in BACKBONE_PREFIXES if key.startswith(p)), None)
-        if prefix is not None:
-            backbone[key[len(prefix):]] = value
-        elif key.startswith(HEAD_PREFIX):
-            head[key[len(HEAD_PREFIX):]] = value
-        else:
-            other += 1
-    return rename_legacy_densenet_keys(backbone), head, other
 
 
 @dataclass
@@ -142,7 +98,7 @@ class LoadReport:
                  f"skipped {len(self.skipped)}, left at init {len(self.missing)}, "
                  f"ignored {self.not_head} non-head tensors (the frozen backbone keeps its own weights); "
                  f"the file's backbone: {self.backbone}"]
-        lines += [f"  skipped {HEAD_PREFIX}{key}: {reason}" for key, reason in self.skipped]
+        lines += [f"  skipped head.{key}: {reason}" for key, reason in self.skipped]
         lines += [f"  left at init {key}" for key in self.missing]
         return "\n".join(lines)
 
@@ -168,11 +124,11 @@ def load_head(head: nn.Module, tensors: dict[str, torch.Tensor], source: str) ->
                 report.skipped.append((name, "its classifier partner does not fit, so both stay at init"))
     if not matched:
         raise HeadWeightsError(
-            f"{source}: none of its {len(tensors)} head tensors ({HEAD_PREFIX}*) fits this head; it is not a "
+            f"{source}: none of its {len(tensors)} head tensors (head.*) fits this head; it is not a "
             "checkpoint of this variant's head (public DenseASPP layout: head.dense_aspp_block.aspp_<rate>.* and "
             "head.block.1.*). Pass the file pretrain_heads.py wrote for this variant")
     head.load_state_dict(matched, strict=False)
-    report.loaded = [f"{HEAD_PREFIX}{name}" for name in matched]
+    report.loaded = [f"head.{name}" for name in matched]
     report.missing = [name for name in own if name not in matched]
     return report
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -13,16 +12,16 @@ import torch
 import yaml
 from ray import tune
 
-from . import figures, labels, paper, stats, timing
-from .config import StudyConfig
-from .data import CLASS_NAMES
-from .dataspec import datasets_from_spec
-from .engine import default_device
-from .metrics import scores
-from .models import VARIANTS, parameter_counts
+from ..data import CLASS_NAMES, DataSpec, datasets_from_spec
+from ..metrics import scores
+from ..models import VARIANTS, model_from_config, parameter_counts
+from ..models.checkpoints import save_best_checkpoint
+from ..train import timing
+from ..train.engine import default_device, per_image_confusions
+from ..tune.config import StudyConfig
+from ..tune.results import best_trials, latest_state, trial_records
+from . import figures, labels, paper, stats
 from .tables import markdown_table, paper_tables, with_interval, write_table
-from .trainable import load_state
-from .training import build_seeded_model
 
 METRICS = stats.METRICS
 SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
@@ -30,97 +29,28 @@ SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
 UNIT_MODEL, UNIT_VARIANT = "this trained model", "this variant"
 
 
-def ended_by(trial, max_epochs: int) -> str:
-    """Why a trial stopped: error, early stopping, max epochs, ASHA, or its unfinished status."""
-    result = trial.last_result or {}
-    if trial.status == "ERROR" or result.get("nonfinite_loss"):
-        return "error"
-    if trial.status != "TERMINATED":
-        return trial.status.lower()
-    if result.get("early_stopped"):
-        return "early stopping"
-    return "max epochs" if result.get("epoch", 0) >= max_epochs else "ASHA"
-
-
-def _error_reason(trial) -> str:
-    nonfinite = (trial.last_result or {}).get("nonfinite_loss")
-    if nonfinite:
-        return f"NonFiniteLossError: {nonfinite}"
-    if trial.status != "ERROR":
-        return ""
-    lines = [line.strip() for line in str(trial.get_error() or "").splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
-
-
-def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.DataFrame:
-    """One row per trial: variant, lr, seed, epochs run, how it ended, best val metrics, time, node, error."""
-    rows = []
-    for trial in experiment.trials:
-        history = experiment.trial_dataframes.get(trial.trial_id)
-        best = {}
-        if history is not None and "val_weighted_iou" in history and history["val_weighted_iou"].notna().any():
-            best = history.loc[history["val_weighted_iou"].idxmax()].to_dict()
-        result = trial.last_result or {}
-        rows.append({
-            "trial_id": trial.trial_id,
-            "variant": trial.config["variant"],
-            "lr": trial.config["lr"],
-            "seed": trial.config["seed"],
-            "epochs": int(result.get("epoch", 0)),
-            "ended_by": ended_by(trial, max_epochs),
-            "best_epoch": int(best.get("epoch", 0)),
-            **{f"best_val_{m}": best.get(f"val_{m}", math.nan) for m in METRICS},
-            "best_val_loss": best.get("val_loss", math.nan),
-            "seconds": float(result.get("time_total_s", 0.0)),  # the trial's own training time
-            "failures": trial.run_metadata.num_failures,  # attempts that failed (retried or final)
-            "node": result.get("node", ""),
-            "error": _error_reason(trial),
-        })
-    return pd.DataFrame(rows)
-
-
-def latest_state(trial) -> dict | None:
-    """The training state in a trial's latest checkpoint, or None if it never checkpointed."""
-    checkpoint = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
-    return None if checkpoint is None else load_state(checkpoint.checkpoint)
-
-
-def best_states(experiment: tune.ExperimentAnalysis, records: pd.DataFrame) -> dict[str, tuple[dict, pd.Series]]:
-    """variant -> (checkpointed state, record) of its trial with the highest val weighted mIoU."""
-    by_id = {t.trial_id: t for t in experiment.trials}
-    best = {}
-    scored = records.dropna(subset=["best_val_weighted_iou"]).sort_values("best_val_weighted_iou", ascending=False)
-    for _, record in scored.iterrows():
-        if record["variant"] not in best and (state := latest_state(by_id[record["trial_id"]])) is not None:
-            best[record["variant"]] = (state, record)
-    return best
-
-
 def best_model(state: dict, device: torch.device):
     """The model of a trial's checkpointed state with its best head, built exactly as the trial built it."""
-    config = state["config"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random-init warnings were already shown when the study ran
-        model = build_seeded_model(config["variant"], config["pretrained"], config["seed"],
-                                   config["head_weights"].get(config["variant"]))
-    model.head.load_state_dict(state["progress"]["best_head"])
+        model = model_from_config(state["config"], head=state["progress"]["best_head"])
     return model.to(device).eval()
 
 
 def score_on_test(model, dataset, config: StudyConfig, device: torch.device) -> tuple[dict, np.ndarray]:
     """Test metrics with 95% bootstrap intervals, and the per-image confusion matrices."""
-    confusions = stats.per_image_confusions(model, dataset, device, config.batch_size)
-    summary = stats.summarize(confusions, seed=config.seed)
+    confusions = per_image_confusions(model, dataset, device, config.search.batch_size)
+    summary = stats.summarize(confusions, seed=config.search.seed)
     return {f"test_{k}": v for k, v in summary.items()}, confusions
 
 
 def prediction_times(models: dict, dataset, config: StudyConfig, device: torch.device) -> dict[str, dict]:
     """variant -> prediction time columns: every model timed on the same device-resident test images."""
     images = timing.images_on_device(dataset, device)
-    timed = timing.time_predictions(models, images, config.batch_size, repeats=config.timing_repeats,
-                                    amp=config.amp)
-    conditions = {"device": timing.device_name(device), "batch_size": config.batch_size,
-                  "precision": timing.precision(device, config.amp), "test_images": len(dataset)}
+    timed = timing.time_predictions(models, images, config.search.batch_size, repeats=config.search.timing_repeats,
+                                    amp=config.search.amp)
+    conditions = {"device": timing.device_name(device), "batch_size": config.search.batch_size,
+                  "precision": timing.precision(device, config.search.amp), "test_images": len(dataset)}
     return {variant: {"prediction_ms_per_image": t["ms_per_image"], "prediction_time_s": t["seconds"],
                       "prediction_time_s_min": t["seconds_min"], "prediction_time_s_max": t["seconds_max"],
                       "prediction_repeats": t["repeats"], **conditions}
@@ -134,14 +64,14 @@ def compute_spent(records: pd.DataFrame, variant: str, config: StudyConfig) -> d
     stopping, or lost when the trial errored (not counting any retried attempts).
     """
     mine = records[records["variant"] == variant]
-    per_trial_devices = config.gpus_per_trial or config.cpus_per_trial
-    unrun = (config.max_epochs - mine["epochs"]).clip(lower=0)
+    per_trial_devices = config.run.gpus_per_trial or config.run.cpus_per_trial
+    unrun = (config.search.max_epochs - mine["epochs"]).clip(lower=0)
     return {"trials": len(mine), "trial_epochs": int(mine["epochs"].sum()),
             "device_hours": float(mine["seconds"].sum() * per_trial_devices / 3600),
             "epochs_cut_by_asha": int(unrun[mine["ended_by"] == "ASHA"].sum()),
             "epochs_cut_by_early_stopping": int(unrun[mine["ended_by"] == "early stopping"].sum()),
             "epochs_lost_to_errors": int(unrun[mine["ended_by"] == "error"].sum()),
-            "epochs_planned": int(len(mine) * config.max_epochs)}
+            "epochs_planned": int(len(mine) * config.search.max_epochs)}
 
 
 def pairwise(scored: dict[str, np.ndarray], names: dict[str, str], seed: int, variant_level: bool = False
@@ -163,14 +93,14 @@ def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.d
     """Per variant: how many seeds and the mean and std of their test metrics; and each seed run's
     per-image confusions (variant -> [N, C, C] per run), for the variant-level tests."""
     experiment = tune.ExperimentAnalysis(str(seeds_path))
-    records = trial_records(experiment, config.max_epochs)
+    records = trial_records(experiment, config.search.max_epochs)
     by_id = {t.trial_id: t for t in experiment.trials}
     runs: dict[str, list[np.ndarray]] = {}
     for _, record in records[records["ended_by"] != "error"].sort_values("seed").iterrows():
         state = latest_state(by_id[record["trial_id"]])
         if state is not None:
             runs.setdefault(record["variant"], []).append(
-                stats.per_image_confusions(best_model(state, device), dataset, device, config.batch_size))
+                per_image_confusions(best_model(state, device), dataset, device, config.search.batch_size))
     rows = []
     for variant, confusions in runs.items():
         totals = [scores(torch.from_numpy(c.sum(axis=0))) for c in confusions]
@@ -182,27 +112,26 @@ def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.d
     return pd.DataFrame(rows), runs
 
 
-def write_report(config: StudyConfig, data: dict, experiment_path: str | Path,
+def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Path,
                  seeds_path: str | Path | None = None) -> Path:
     """Write results/<name>/: comparison and paper tables, all trials, report.md with figures, checkpoints."""
     experiment = tune.ExperimentAnalysis(str(experiment_path))
-    records = trial_records(experiment, config.max_epochs)
-    out = Path(config.results_dir).expanduser().resolve() / config.name
+    records = trial_records(experiment, config.search.max_epochs)
+    out = Path(config.run.results_dir).expanduser().resolve() / config.run.name
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     records.to_csv(out / "all_trials.csv", index=False)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    (out / "split.json").write_text(json.dumps(data["split"], indent=1))
+    (out / "split.json").write_text(json.dumps(data.split, indent=1))
 
     device = default_device()
     datasets = datasets_from_spec(data)
-    best = best_states(experiment, records)
-    names = {variant: labels.model_name(config, variant) for variant in config.variants}
+    best = best_trials(experiment, records)
+    names = {variant: labels.model_name(config, variant) for variant in config.search.variants}
     rows, confusions, shown, models = [], {}, {}, {}
-    for variant in [v for v in config.variants if v in best]:
+    for variant in [v for v in config.search.variants if v in best]:
         state, record = best[variant]
-        torch.save({"variant": variant, "lr": record["lr"], "epoch": int(record["best_epoch"]),
-                    "head": state["progress"]["best_head"], "config": state["config"], "data": data},
-                   out / "checkpoints" / f"{variant}.pt")
+        save_best_checkpoint(out / "checkpoints" / f"{variant}.pt", variant, record["lr"], int(record["best_epoch"]),
+                             state["progress"]["best_head"], state["config"], data.to_json())
         models[variant] = best_model(state, device)
         test, confusions[variant] = score_on_test(models[variant], datasets["test"], config, device)
         shown[variant] = _predict_shown(models[variant], datasets["test"], device)
@@ -215,22 +144,22 @@ def write_report(config: StudyConfig, data: dict, experiment_path: str | Path,
             **{f"val_{m}": record[f"best_val_{m}"] for m in METRICS},
             **test, **compute_spent(records, variant, config),
         })
-    for variant in config.variants:
+    for variant in config.search.variants:
         if variant not in best:
             print(f"warning: {variant} has no finished trial with a checkpoint; it is not in the comparison")
     comparison = pd.DataFrame(rows)
     if rows:
         times = prediction_times(models, datasets["test"], config, device)
         comparison = comparison.merge(pd.DataFrame([{"key": v, **t} for v, t in times.items()]), on="key")
-    tests = pairwise(confusions, names, config.seed)
+    tests = pairwise(confusions, names, config.search.seed)
     if seeds_path is not None and rows:
         seeds, runs = seed_repeats(Path(seeds_path), datasets["test"], config, device)
         comparison = comparison.merge(seeds, on="key", how="left")
         # The variant level: each variant's best trial and its seed repeats, all trained at its best lr.
         runs = {v: np.stack([confusions[v], *runs[v]]) for v in confusions if v in runs}
         if len(runs) >= 2:
-            tests = pd.concat([tests, pairwise(runs, names, config.seed, variant_level=True)], ignore_index=True)
-    if config.preset == "paper" and rows:
+            tests = pd.concat([tests, pairwise(runs, names, config.search.seed, variant_level=True)], ignore_index=True)
+    if config.search.preset == "paper" and rows:
         comparison = paper.beside_paper(comparison)
     comparison.to_csv(out / "comparison.csv", index=False)
     tests.to_csv(out / "pairwise.csv", index=False)
@@ -314,7 +243,7 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
                              shown, folder / "qualitative.png", test_set.mean.flatten(), test_set.std.flatten(), names)
     random_heads = [name for name in names.values() if labels.RANDOM in name]
     sections = [
-        f"# Study {config.name}", "",
+        f"# Study {config.run.name}", "",
         f"{len(records)} trials over {len(comparison)} variants; each variant's best trial (highest val weighted "
         "mIoU) scored on the test split. Intervals are 95% bootstrap intervals over test images.", "",
         *([f"Random-init heads (no head file, or `pretrained: false`): {', '.join(random_heads)}; their head "

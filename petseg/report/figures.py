@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .data import CLASS_NAMES
-from .models import VARIANTS
+from ..data import CLASS_NAMES
+from ..drawing import PALETTE, colourize, denormalize
+from ..models import VARIANTS
 from .stats import METRICS
-from .visual import PALETTE, colourize, denormalize
 
 DPI = 100
 CELL_INCHES = 2.0  # one image of the qualitative grid

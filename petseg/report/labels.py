@@ -6,16 +6,16 @@ run with `pretrained: false` has random backbones and heads: their labels say "r
 """
 from __future__ import annotations
 
-from .models import VARIANTS
+from ..models import VARIANTS
 
 RANDOM = "random init"
 
 
 def head_is_random(config, variant: str) -> bool:
-    """Whether `variant`'s head started from random init in this study (config.head_weights resolved)."""
-    if not config.pretrained:
+    """Whether `variant`'s head started from random init in this study (config.search.head_weights resolved)."""
+    if not config.search.pretrained:
         return True
-    heads = config.head_weights if isinstance(config.head_weights, dict) else {}
+    heads = config.search.head_weights if isinstance(config.search.head_weights, dict) else {}
     return VARIANTS[variant].head_dataset is not None and variant not in heads
 
 
@@ -27,7 +27,7 @@ def head_label(config, variant: str) -> str:
 def backbone_label(config, variant: str) -> str:
     """The frozen backbone and where its weights came from ("... (random init)" without pretrained weights)."""
     backbone = VARIANTS[variant].backbone
-    return backbone if config.pretrained else f"{backbone.split(' (')[0]} ({RANDOM})"
+    return backbone if config.search.pretrained else f"{backbone.split(' (')[0]} ({RANDOM})"
 
 
 def model_name(config, variant: str) -> str:

@@ -12,66 +12,16 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 
-from .data import CLASS_NAMES, NUM_CLASSES, PetSegmentation, load_trimap
-from .engine import autocast
-from .metrics import confusion_matrix, scores
-from .predict import logits_at
-from .training import make_loader
-
-METRICS = ("pixel_accuracy", "mean_iou", "weighted_iou")
-
-
-@torch.no_grad()
-def per_image_confusions(model: nn.Module, dataset: PetSegmentation, device: torch.device, batch_size: int,
-                         original_size: bool = False, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """int64 [N, C, C] confusion matrix of each dataset item, in order (rows = ground truth).
-
-    By default at the dataset's size (masks resized nearest, as in training). With original_size,
-    each image's logits are upsampled bilinearly to its original size and scored on its full trimap.
-    """
-    if original_size and dataset.augment is not None:
-        raise ValueError(f"original_size needs an unaugmented dataset (augment={dataset.augment!r}): "
-                         "augmented copies have no original trimap")
-    model.eval()
-    matrices = []
-    for images, masks in make_loader(dataset, batch_size, train=False):
-        images = images.to(device, non_blocking=True)
-        if original_size:
-            samples = dataset.samples[len(matrices):len(matrices) + len(images)]
-            matrices += [_full_size_confusion(model, image, s.trimap, num_classes, device)
-                         for image, s in zip(images, samples)]
-        else:
-            with autocast(device):
-                predictions = model(images).argmax(dim=1)
-            matrices += [confusion_matrix(p, m.to(device), num_classes) for p, m in zip(predictions, masks)]
-    return torch.stack(matrices).cpu().numpy() if matrices else np.zeros((0, num_classes, num_classes), np.int64)
-
-
-def _full_size_confusion(model, image: torch.Tensor, trimap_path, num_classes: int, device) -> torch.Tensor:
-    truth = torch.from_numpy(load_trimap(trimap_path)).to(device)
-    with autocast(device):
-        prediction = logits_at(model, image[None], tuple(truth.shape)).argmax(dim=1)[0]
-    return confusion_matrix(prediction, truth, num_classes)
+from .. import metrics
+from ..data import CLASS_NAMES
+from ..metrics import METRICS, scores
 
 
 def batch_scores(confmats: np.ndarray, metric: str) -> np.ndarray:
-    """`metric` of each of many confusion matrices [R, C, C] at once, defined as petseg.metrics.scores."""
+    """`metric` of each of many confusion matrices [R, C, C] at once (petseg.metrics.batch_scores)."""
     _check_metric(metric)
-    confmats = np.asarray(confmats, dtype=np.float64)
-    total = confmats.sum(axis=(1, 2))
-    true_positive = np.diagonal(confmats, axis1=1, axis2=2)
-    if metric == "pixel_accuracy":
-        return true_positive.sum(axis=1) / total
-    gt_pixels = confmats.sum(axis=2)
-    union = gt_pixels + confmats.sum(axis=1) - true_positive
-    present = union > 0
-    with np.errstate(invalid="ignore"):  # 0/0 for a class absent from both sides; masked out below
-        iou = true_positive / union
-    if metric == "mean_iou":
-        return np.where(present, iou, 0.0).sum(axis=1) / present.sum(axis=1)
-    return np.where(present, gt_pixels / total[:, None] * iou, 0.0).sum(axis=1)
+    return metrics.batch_scores(torch.from_numpy(np.asarray(confmats, dtype=np.float64)))[metric].numpy()
 
 
 def _check_metric(metric: str) -> None:

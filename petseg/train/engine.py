@@ -1,4 +1,5 @@
-"""Train one epoch and evaluate a segmentation model on a loader; no Ray here."""
+"""Train one epoch and evaluate a segmentation model: the device and AMP choices, the training step and every
+evaluation loop (a whole split's scores, per-image confusion matrices). No Ray here."""
 from __future__ import annotations
 
 import functools
@@ -6,16 +7,15 @@ import math
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
-from .metrics import confusion_matrix, scores
-from .segdata import IGNORE  # void pixels (VOC outlines, ADE20K "other"); pets have none
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the run cannot continue meaningfully."""
+from ..data import IGNORE, NUM_CLASSES, PetSegmentation, load_trimap
+from ..errors import NonFiniteLossError
+from ..metrics import ConfusionMatrix, confusion_matrix
 
 
 def default_device() -> torch.device:
@@ -78,7 +78,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, a
              ignore_index: int = IGNORE) -> dict:
     """Mean loss per scored pixel and the scores of one confusion matrix accumulated over the whole loader."""
     model.eval()
-    confmat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    confmat = ConfusionMatrix(num_classes, ignore_index, device)
     total_loss, pixels, images = 0.0, 0, 0
     for inputs, target in loader:
         inputs = inputs.to(device, non_blocking=True)
@@ -89,9 +89,42 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, a
         total_loss += F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum").item()
         pixels += int((target != ignore_index).sum())
         images += len(inputs)
-        confmat += confusion_matrix(logits.argmax(dim=1), target, num_classes, ignore_index)
+        confmat.update(logits.argmax(dim=1), target)
     if images == 0:
         raise ValueError("the evaluation loader yielded no batch")
     if pixels == 0:
         raise ValueError(f"every pixel of the evaluation split is labelled {ignore_index} (ignored): nothing to score")
-    return {"loss": total_loss / pixels, **scores(confmat.cpu()), "confusion_matrix": confmat.cpu()}
+    return {"loss": total_loss / pixels, **confmat.compute(), "confusion_matrix": confmat.matrix.cpu()}
+
+
+@torch.no_grad()
+def per_image_confusions(model: nn.Module, dataset: PetSegmentation, device: torch.device, batch_size: int,
+                         original_size: bool = False, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """int64 [N, C, C] confusion matrix of each dataset item, in order (rows = ground truth).
+
+    By default at the dataset's size (masks resized nearest, as in training). With original_size,
+    each image's logits are upsampled bilinearly to its original size and scored on its full trimap.
+    """
+    if original_size and dataset.augment is not None:
+        raise ValueError(f"original_size needs an unaugmented dataset (augment={dataset.augment!r}): "
+                         "augmented copies have no original trimap")
+    model.eval()
+    matrices = []
+    for images, masks in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        images = images.to(device, non_blocking=True)
+        if original_size:
+            samples = dataset.samples[len(matrices):len(matrices) + len(images)]
+            matrices += [_full_size_confusion(model, image, s.trimap, num_classes, device)
+                         for image, s in zip(images, samples)]
+        else:
+            with autocast(device):
+                predictions = model(images).argmax(dim=1)
+            matrices += [confusion_matrix(p, m.to(device), num_classes) for p, m in zip(predictions, masks)]
+    return torch.stack(matrices).cpu().numpy() if matrices else np.zeros((0, num_classes, num_classes), np.int64)
+
+
+def _full_size_confusion(model, image: torch.Tensor, trimap_path, num_classes: int, device) -> torch.Tensor:
+    truth = torch.from_numpy(load_trimap(trimap_path)).to(device)
+    with autocast(device):
+        prediction = model(image[None], size=tuple(truth.shape)).argmax(dim=1)[0]
+    return confusion_matrix(prediction, truth, num_classes)

@@ -9,8 +9,8 @@ the backbone's actual tensors and architecture (dilations, output stride), the d
 compute precision, the torch / torchvision versions and a version of this feature code, so any
 change of these is a new cache rather than stale features.
 
-    python -m petseg.features --cache-dir DIR            # list caches and their disk use
-    python -m petseg.features --cache-dir DIR --clear    # delete them
+    python -m petseg.train.features --cache-dir DIR            # list caches and their disk use
+    python -m petseg.train.features --cache-dir DIR --clear    # delete them
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .arraycache import cached_arrays, folder_size
-from .data import INPUT_VERSION, PetSegmentation, fingerprint
+from ..data import INPUT_VERSION, SegmentationDataset, fingerprint
+from ..disk import cached_arrays, default_cache_dir, folder_size
+from ..models import FrozenBackboneSegmenter
 from .engine import amp_enabled, autocast
-from .models import FrozenBackboneSegmenter
 
 FEATURE_DTYPE = np.float16
 # Bump when the code that turns images into features changes what a cache holds: the backbone's forward
@@ -62,7 +62,7 @@ def architecture(backbone: nn.Module) -> list:
     return described
 
 
-def feature_key(backbone: nn.Module, backbone_key: str, dataset: PetSegmentation, precision: str,
+def feature_key(backbone: nn.Module, backbone_key: str, dataset: SegmentationDataset, precision: str,
                 output_stride: float) -> str:
     """Everything that shapes a dataset's features, hashed: code version, library versions, architecture,
     weights, data, and the precision the backbone ran in."""
@@ -73,14 +73,14 @@ def feature_key(backbone: nn.Module, backbone_key: str, dataset: PetSegmentation
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def dataset_fingerprint(dataset: PetSegmentation) -> str:
+def dataset_fingerprint(dataset: SegmentationDataset) -> str:
     """Hash of the items in order (offline copies by seed), their files, size and normalisation."""
     extra = ["features", dataset.names, dataset.size, dataset.mean.flatten().tolist(),
              dataset.std.flatten().tolist(), dataset.augment, dataset.seed]
     return fingerprint(dataset.samples, extra, with_trimaps=True)
 
 
-def cacheable(dataset: PetSegmentation) -> bool:
+def cacheable(dataset: SegmentationDataset) -> bool:
     """Whether items are fixed (no online augmentation), so their features can be reused."""
     return dataset.augment != "online"
 
@@ -127,7 +127,7 @@ def backbone_batches(model: FrozenBackboneSegmenter, dataset: Dataset, device: t
             yield backbone(images).float(), masks
 
 
-def feature_dataset(model: FrozenBackboneSegmenter, dataset: PetSegmentation, cache_dir: str | Path,
+def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset, cache_dir: str | Path,
                     device: torch.device, batch_size: int = 16, amp: bool = True,
                     backbone_key: str | None = None) -> FeatureDataset | None:
     """The features of `dataset` from the cache, built once if absent; None if it cannot be cached.
@@ -155,7 +155,7 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: PetSegmentation, ca
             start = stop
         size = sum(array.nbytes for array in arrays.values())
         print(f"[petseg] feature cache built: {len(dataset)} items, {size / 2**20:.1f} MiB in {folder} "
-              f"(python -m petseg.features lists and clears caches)", flush=True)
+              f"(python -m petseg.train.features lists and clears caches)", flush=True)
 
     meta = {"items": len(dataset), "shape": [int(channels), int(height), int(width)], "dtype": "float16",
             "computed_in": precision,
@@ -176,8 +176,6 @@ def list_caches(cache_dir: str | Path) -> list[tuple[Path, int]]:
 
 def main(argv=None) -> int:
     """CLI: list the feature caches and their disk use, or clear them."""
-    from .config import default_cache_dir
-
     parser = argparse.ArgumentParser(description="List or clear petseg's feature caches.")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()), help="petseg's cache folder")
     parser.add_argument("--clear", action="store_true", help="delete every feature cache")

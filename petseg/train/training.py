@@ -13,17 +13,9 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..models import VARIANTS, FrozenBackboneSegmenter, build_seeded_model
 from .engine import default_device, evaluate, train_one_epoch
 from .features import HeadOnly, backbone_fingerprint, feature_dataset
-from .models import VARIANTS, FrozenBackboneSegmenter, build_model
-
-
-def build_seeded_model(variant: str, pretrained: bool, seed: int, head_weights=None,
-                       num_classes: int = 3) -> FrozenBackboneSegmenter:
-    """build_model under a fixed seed, so random-init parts are identical wherever it is rebuilt."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(variant, num_classes, pretrained=pretrained, head_weights=head_weights)
 
 
 def make_optimizer(model: FrozenBackboneSegmenter, variant: str, lr: float, total_steps: int):

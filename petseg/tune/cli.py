@@ -16,7 +16,7 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
-                        "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.features` lists or clears it")
+                        "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.train.features` lists or clears it")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
 
 

@@ -1,4 +1,5 @@
-"""Study configuration: typed defaults, presets, YAML overrides; saved as a plain dict with every result."""
+"""Study configuration: what is searched and where it runs, typed defaults, presets, YAML overrides, one
+validating loader; saved as a plain dict with every result."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,24 +10,16 @@ from pathlib import Path
 
 import yaml
 
-from .models import VARIANTS, find_head_weights, weights_cache_dir
+from ..disk import default_cache_dir
+from ..errors import ConfigError
+from ..models import VARIANTS, find_head_weights, weights_cache_dir
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, sampler_plan
 
 
-class ConfigError(ValueError):
-    """A configuration value is unusable; the message names it and says what to do."""
-
-
-def default_cache_dir() -> Path:
-    """Where petseg keeps generated datasets and statistics: $PETSEG_CACHE or ~/.cache/petseg."""
-    return Path(os.environ.get("PETSEG_CACHE", Path.home() / ".cache" / "petseg"))
-
-
 @dataclass
-class StudyConfig:
-    """Everything a study run depends on; the preset gives defaults, YAML and flags override."""
+class SearchConfig:
+    """What a study searches and compares: variants, data, training and the search (Ray's TuneConfig side)."""
 
-    name: str = "paper"
     preset: str = "paper"  # which preset the defaults came from (set by resolve_config; "paper" is compared to the paper)
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     data_root: str | None = None
@@ -37,7 +30,7 @@ class StudyConfig:
     max_epochs: int = 10
     patience: int = 3  # epochs without val-loss improvement before a trial stops itself
     num_samples: int = 8  # learning rates tried per variant
-    sampler: str = DEFAULT_SAMPLER  # "gp" (default), "tpe" or "random": see petseg.search_space
+    sampler: str = DEFAULT_SAMPLER  # "gp" (default), "tpe" or "random": see petseg.tune.search_space
     # Searched head learning rate, log-uniform, per optimiser family (Adam vs SGD scale differently).
     lr_range: dict[str, list[float]] = field(
         default_factory=lambda: {"denseaspp": [1e-5, 1e-2], "torchvision": [1e-4, 1e-1]})
@@ -45,7 +38,7 @@ class StudyConfig:
     reduction_factor: int = 2
     augment: str = "offline"
     asha: bool = True  # off: every trial runs until max_epochs or its own early stop
-    # Speed: backbone features computed once (offline augmentation only), images decoded once, bf16 on CUDA.
+    # Speed: backbone features computed once (offline augmentation only), images decoded once, bf16 autocast.
     feature_cache: bool = True
     decoded_cache: bool = True
     amp: bool = True
@@ -57,22 +50,79 @@ class StudyConfig:
     allow_random_heads: bool = False
     timing_repeats: int = 3  # timed passes over the test split per model; the median is reported
     seed: int = 0
-    cpus_per_trial: float = 2.0
-    gpus_per_trial: float = 0.0
-    num_workers: int | None = None  # DataLoader workers per trial; None: one fewer than cpus_per_trial
-    max_failures: int = 1
     seeds: int = 0  # > 0: retrain each variant's best configuration with this many more seeds
-    max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
+
+
+@dataclass
+class RunConfig:
+    """Where and how a study runs and keeps its files (Ray's RunConfig side): it may change on --resume."""
+
+    name: str = "paper"
     address: str | None = None
     # The local Ray binds here; Ray rewrites 127.0.0.1 to the outward address, other loopbacks it keeps.
     ray_node_ip: str = field(default_factory=lambda: "127.0.0.2" if sys.platform == "linux" else "127.0.0.1")
     storage_path: str = "ray_results"
     results_dir: str = "results"
     cache_dir: str = field(default_factory=lambda: str(default_cache_dir()))
+    cpus_per_trial: float = 2.0
+    gpus_per_trial: float = 0.0
+    num_workers: int | None = None  # DataLoader workers per trial; None: one fewer than cpus_per_trial
+    max_failures: int = 1
+    max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
+
+
+SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchConfig))
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+@dataclass
+class StudyConfig:
+    """Everything a study depends on: what it searches and where it runs. Read and written flat (one key per
+    field, as in a YAML config or the flags); saved as {"search": ..., "run": ...}."""
+
+    search: SearchConfig = field(default_factory=SearchConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @classmethod
+    def from_flat(cls, values: dict, source: str = "") -> "StudyConfig":
+        """The config with `values` (field -> value, either part) over the defaults; unknown keys are a ConfigError."""
+        unknown = sorted(set(values) - set(SEARCH_FIELDS) - set(RUN_FIELDS))
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}{source}; valid keys: "
+                              f"{', '.join(sorted(SEARCH_FIELDS + RUN_FIELDS))}")
+        return cls(SearchConfig(**{k: v for k, v in values.items() if k in SEARCH_FIELDS}),
+                   RunConfig(**{k: v for k, v in values.items() if k in RUN_FIELDS}))
+
+    def replace(self, **values) -> "StudyConfig":
+        """A copy with some fields (of either part) changed."""
+        return StudyConfig.from_flat({**self.to_flat(), **values})
+
+    def to_flat(self) -> dict:
+        """Every field of both parts in one dict."""
+        return {**dataclasses.asdict(self.search), **dataclasses.asdict(self.run)}
 
     def to_dict(self) -> dict:
-        """A plain dict (YAML/JSON-safe) of every field."""
-        return dataclasses.asdict(self)
+        """A plain YAML/JSON-safe dict: {"search": {...}, "run": {...}}."""
+        return {"search": dataclasses.asdict(self.search), "run": dataclasses.asdict(self.run)}
+
+    def trial_params(self) -> dict:
+        """What every trial's config holds besides the searched variant and lr (a flat dict Tune merges into)."""
+        search, run = self.search, self.run
+        return {"max_epochs": search.max_epochs, "batch_size": search.batch_size, "patience": search.patience,
+                "pretrained": search.pretrained, "seed": search.seed, "head_weights": search.head_weights,
+                "amp": search.amp, "feature_cache": search.feature_cache, "cache_dir": run.cache_dir,
+                "num_workers": run.num_workers, "cpus_per_trial": run.cpus_per_trial}
+
+
+def load_config(source: dict | str | os.PathLike) -> StudyConfig:
+    """The one way a saved config is read: a dict or YAML file, nested ({"search", "run"}) or flat, validated."""
+    values = source if isinstance(source, dict) else _read_yaml(Path(source))
+    where = "" if isinstance(source, dict) else f" in {source}"
+    if set(values) <= {"search", "run"} and values:
+        values = {**values.get("search", {}), **values.get("run", {})}
+    config = StudyConfig.from_flat(values, where)
+    validate(config)
+    return config
 
 
 PRESETS: dict[str, dict] = {
@@ -102,11 +152,7 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
         values.update(_read_yaml(Path(yaml_file)))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     values["preset"] = preset  # a record of where the defaults came from, not a setting
-    known = {f.name for f in dataclasses.fields(StudyConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown config keys {unknown}{_where(yaml_file)}; valid keys: {', '.join(sorted(known))}")
-    config = StudyConfig(**values)
+    config = StudyConfig.from_flat(values, _where(yaml_file))
     validate(config)
     return config
 
@@ -131,12 +177,12 @@ def _read_yaml(path: Path) -> dict:
 
 def validate(config: StudyConfig) -> None:
     """Raise ConfigError naming the first unusable value and what to do about it."""
-    if not config.variants:
+    if not config.search.variants:
         raise ConfigError(f"no variants selected; choose from: {', '.join(VARIANTS)}")
-    unknown = [v for v in config.variants if v not in VARIANTS]
+    unknown = [v for v in config.search.variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
-    for family, bounds in config.lr_range.items():
+    for family, bounds in config.search.lr_range.items():
         if family not in ("denseaspp", "torchvision"):
             raise ConfigError(f"lr_range has unknown family {family!r}; use 'denseaspp' and 'torchvision'")
         if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
@@ -144,32 +190,32 @@ def validate(config: StudyConfig) -> None:
     positive = ("image_size", "batch_size", "max_epochs", "patience", "num_samples", "grace_period",
                 "timing_repeats")
     for name in positive:
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
-    if config.reduction_factor < 2:
-        raise ConfigError(f"reduction_factor must be at least 2, got {config.reduction_factor}")
-    if config.sampler not in SAMPLERS:
-        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.sampler!r}")
-    if config.augment not in ("offline", "online", "none"):
-        raise ConfigError(f"augment must be offline, online or none, got {config.augment!r}")
-    if not isinstance(config.head_weights, (dict, str)):
+        if getattr(config.search, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config.search, name)}")
+    if config.search.reduction_factor < 2:
+        raise ConfigError(f"reduction_factor must be at least 2, got {config.search.reduction_factor}")
+    if config.search.sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {config.search.sampler!r}")
+    if config.search.augment not in ("offline", "online", "none"):
+        raise ConfigError(f"augment must be offline, online or none, got {config.search.augment!r}")
+    if not isinstance(config.search.head_weights, (dict, str)):
         raise ConfigError("head_weights must map variant keys to checkpoint files, or name a folder; "
-                          f"got {config.head_weights!r}")
-    if isinstance(config.head_weights, str) and not Path(config.head_weights).expanduser().is_dir():
-        raise ConfigError(f"head_weights (--head-weights) {config.head_weights} is not a folder; pass the folder "
+                          f"got {config.search.head_weights!r}")
+    if isinstance(config.search.head_weights, str) and not Path(config.search.head_weights).expanduser().is_dir():
+        raise ConfigError(f"head_weights (--head-weights) {config.search.head_weights} is not a folder; pass the folder "
                           "holding <variant>-<hash>.pth head checkpoints (experiments/pretrain_heads.py --output)")
-    if "://" in config.storage_path:
-        raise ConfigError(f"storage_path {config.storage_path} is a URI; petseg needs a mounted folder shared by "
+    if "://" in config.run.storage_path:
+        raise ConfigError(f"storage_path {config.run.storage_path} is a URI; petseg needs a mounted folder shared by "
                           "the nodes (NFS, EFS, a Kubernetes volume), e.g. --storage-path /mnt/shared/petseg")
-    if config.num_workers is not None and config.num_workers < 0:
-        raise ConfigError(f"num_workers must be 0 or more (or left out), got {config.num_workers}")
-    if config.seeds < 0:
-        raise ConfigError(f"seeds must be 0 or more, got {config.seeds}")
-    if config.max_concurrent_trials < 0:
-        raise ConfigError(f"max_concurrent_trials must be 0 (fit the cluster) or more, got {config.max_concurrent_trials}")
-    if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
+    if config.run.num_workers is not None and config.run.num_workers < 0:
+        raise ConfigError(f"num_workers must be 0 or more (or left out), got {config.run.num_workers}")
+    if config.search.seeds < 0:
+        raise ConfigError(f"seeds must be 0 or more, got {config.search.seeds}")
+    if config.run.max_concurrent_trials < 0:
+        raise ConfigError(f"max_concurrent_trials must be 0 (fit the cluster) or more, got {config.run.max_concurrent_trials}")
+    if config.run.cpus_per_trial <= 0 or config.run.gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0 "
-                          f"(got {config.cpus_per_trial}, {config.gpus_per_trial})")
+                          f"(got {config.run.cpus_per_trial}, {config.run.gpus_per_trial})")
 
 
 def loader_workers(num_workers: int | None, cpus_per_trial: float) -> int:
@@ -179,7 +225,7 @@ def loader_workers(num_workers: int | None, cpus_per_trial: float) -> int:
 
 def lr_bounds(config: StudyConfig, variant: str) -> tuple[float, float]:
     """The log-uniform learning-rate range searched for `variant` (by its optimiser family)."""
-    low, high = config.lr_range[VARIANTS[variant].family]
+    low, high = config.search.lr_range[VARIANTS[variant].family]
     return float(low), float(high)
 
 
@@ -189,16 +235,16 @@ def resolve_head_weights(config: StudyConfig) -> dict[str, str]:
     A dict entry wins; a folder gives its newest <variant>-*.pth; otherwise, with pretrained weights,
     the newest one in petseg's weights cache ($TORCH_HOME/hub/checkpoints). Variants without any stay out.
     """
-    given = config.head_weights if isinstance(config.head_weights, dict) else {}
+    given = config.search.head_weights if isinstance(config.search.head_weights, dict) else {}
     resolved = {}
-    for variant in config.variants:
+    for variant in config.search.variants:
         if variant in given:
             resolved[variant] = str(given[variant])
         elif VARIANTS[variant].head_dataset is not None:
-            if isinstance(config.head_weights, str):
-                found = find_head_weights(variant, config.head_weights)
+            if isinstance(config.search.head_weights, str):
+                found = find_head_weights(variant, config.search.head_weights)
             else:  # random-init runs (pretrained: false) stay random unless told otherwise
-                found = find_head_weights(variant) if config.pretrained else None
+                found = find_head_weights(variant) if config.search.pretrained else None
             if found is not None:
                 resolved[variant] = str(found)
     return resolved
@@ -206,13 +252,13 @@ def resolve_head_weights(config: StudyConfig) -> dict[str, str]:
 
 def head_search_folder(config: StudyConfig) -> Path:
     """Where resolve_head_weights looks for head files: the --head-weights folder, else the weights cache."""
-    return Path(config.head_weights).expanduser() if isinstance(config.head_weights, str) else weights_cache_dir()
+    return Path(config.search.head_weights).expanduser() if isinstance(config.search.head_weights, str) else weights_cache_dir()
 
 
 def missing_heads(config: StudyConfig, resolved: dict[str, str]) -> list[str]:
     """The selected VOC / ADE20K variants of a pretrained study that found no head file."""
-    return [v for v in config.variants
-            if config.pretrained and VARIANTS[v].head_dataset is not None and v not in resolved]
+    return [v for v in config.search.variants
+            if config.search.pretrained and VARIANTS[v].head_dataset is not None and v not in resolved]
 
 
 def missing_heads_message(config: StudyConfig, missing: list[str]) -> str:
@@ -233,10 +279,10 @@ def missing_heads_message(config: StudyConfig, missing: list[str]) -> str:
 def search_plan(config: StudyConfig, variant: str) -> str:
     """One line saying how `variant`'s learning rate is searched and its trials stopped."""
     low, high = lr_bounds(config, variant)
-    sampler, random_trials = sampler_plan(config.num_samples, config.sampler)
-    start = (f"all {random_trials}" if random_trials == config.num_samples
-             else f"first {random_trials} of {config.num_samples}")
-    return (f"{config.num_samples} trials, lr log-uniform [{low:g}, {high:g}] "
-            f"({sampler}, {start} trials random, seed {config.seed}); "
-            f"ASHA of its own (grace {config.grace_period}, factor {config.reduction_factor}, "
-            f"max {config.max_epochs} epochs); early stop after {config.patience} epochs without val-loss gain")
+    sampler, random_trials = sampler_plan(config.search.num_samples, config.search.sampler)
+    start = (f"all {random_trials}" if random_trials == config.search.num_samples
+             else f"first {random_trials} of {config.search.num_samples}")
+    return (f"{config.search.num_samples} trials, lr log-uniform [{low:g}, {high:g}] "
+            f"({sampler}, {start} trials random, seed {config.search.seed}); "
+            f"ASHA of its own (grace {config.search.grace_period}, factor {config.search.reduction_factor}, "
+            f"max {config.search.max_epochs} epochs); early stop after {config.search.patience} epochs without val-loss gain")

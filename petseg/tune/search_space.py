@@ -1,6 +1,6 @@
 """How each variant's learning rate is searched: the sampler and how many of its trials are random.
 
-Kept free of Ray (and Optuna) so `petseg.config` can describe the plan for `--dry-run` before Ray
+Kept free of Ray (and Optuna) so `petseg.tune.config` can describe the plan for `--dry-run` before Ray
 is imported. The choice is measured by experiments/search_benchmark.py (results/search_benchmark.md).
 """
 from __future__ import annotations

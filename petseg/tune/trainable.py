@@ -12,40 +12,24 @@ import torch
 from ray import tune
 from torch.utils.tensorboard import SummaryWriter
 
+from ..data import DataSpec, SegmentationDataset, datasets_from_spec
+from ..drawing import PALETTE, palette_for, strip
+from ..errors import NonFiniteLossError
+from ..models.checkpoints import load_trial_state, save_trial_state
+from ..train.engine import default_device
+from ..train.training import fit
 from .config import loader_workers
-from .data import PetSegmentation
-from .dataspec import datasets_from_spec, spec_kind, spec_num_classes
-from .engine import NonFiniteLossError, default_device
-from .synthetic_seg import voc_palette
-from .training import fit
-from .visual import PALETTE, strip
 
-STATE_FILE = "state.pt"
 IMAGES_LOGGED = 4
 # Every metric a search may rank by, so the final report of a diverged trial has the one Tune expects.
 NAN_METRICS = {name: math.nan for name in ("val_loss", "val_pixel_accuracy", "val_mean_iou", "val_weighted_iou",
                                            "best_val_weighted_iou")}
 
 
-def load_state(checkpoint) -> dict | None:
-    """The training state saved in a Tune checkpoint, or None when starting fresh."""
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-
-
-def palette_for(num_classes: int) -> torch.Tensor:
-    """Pets' own 3 colours, else the Pascal VOC colour map (256 rows, so void 255 has its colour too)."""
-    if num_classes == len(PALETTE):
-        return PALETTE
-    return torch.tensor(voc_palette(), dtype=torch.uint8).view(256, 3)
-
-
 class ImageLogger:
     """Writes image | ground truth | prediction strips of a few fixed val images to TensorBoard."""
 
-    def __init__(self, trial_dir: str, dataset: PetSegmentation, palette: torch.Tensor = PALETTE):
+    def __init__(self, trial_dir: str, dataset: SegmentationDataset, palette: torch.Tensor = PALETTE):
         # A fresh event file per (re)start: a restored trial never appends to an old file.
         self.writer = SummaryWriter(log_dir=str(Path(trial_dir) / "tensorboard_images"))
         count = min(IMAGES_LOGGED, len(dataset))
@@ -66,11 +50,11 @@ class ImageLogger:
         self.writer.flush()
 
 
-def train_variant(config: dict, data: dict) -> None:
+def train_variant(config: dict, data: DataSpec) -> None:
     """Fine-tune config["variant"]'s head with config["lr"], reporting metrics and a checkpoint each epoch."""
     torch.set_num_threads(max(1, int(config["cpus_per_trial"])))
     datasets = datasets_from_spec(data)
-    num_classes = spec_num_classes(data)
+    num_classes = data.num_classes
     # Tune runs each trial in its own working directory on whichever node it lands, and
     # SyncConfig(sync_artifacts=True) copies that directory to the storage path.
     images = ImageLogger(os.getcwd(), datasets["val"], palette_for(num_classes))
@@ -82,19 +66,19 @@ def train_variant(config: dict, data: dict) -> None:
         nonlocal last_epoch
         images.log(model, metrics["epoch"])
         with tempfile.TemporaryDirectory() as folder:
-            torch.save({**state, "config": config}, Path(folder) / STATE_FILE)
+            save_trial_state(folder, state, config)
             tune.report({**metrics, "node": node}, checkpoint=tune.Checkpoint.from_directory(folder))
         last_epoch = metrics["epoch"]
 
     with warnings.catch_warnings():
-        if spec_kind(data) != "pets":  # pretraining the head is the point: its random init is expected
+        if data.kind != "pets":  # pretraining the head is the point: its random init is expected
             warnings.filterwarnings("ignore", message=".*no head_weights given", category=UserWarning)
         try:
             fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
                 batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
                 seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
                 num_workers=loader_workers(config["num_workers"], config["cpus_per_trial"]), num_classes=num_classes,
-                report=report, state=load_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
+                report=report, state=load_trial_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
                 feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None)
         except NonFiniteLossError as err:
             # Seeded training diverges the same way on every retry, so the trial ends here instead of

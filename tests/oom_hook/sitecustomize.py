@@ -9,9 +9,9 @@ import os
 if os.environ.get("PETSEG_TEST_OOM_VARIANT"):
     import torch
 
-    import petseg.trainable
+    import petseg.tune.trainable
 
-    real_train_variant = petseg.trainable.train_variant
+    real_train_variant = petseg.tune.trainable.train_variant
 
     @functools.wraps(real_train_variant)
     def train_variant(config, data):
@@ -19,4 +19,4 @@ if os.environ.get("PETSEG_TEST_OOM_VARIANT"):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated by the test)")
         return real_train_variant(config, data)
 
-    petseg.trainable.train_variant = train_variant
+    petseg.tune.trainable.train_variant = train_variant

@@ -1,0 +1,23 @@
+"""Data: files -> the segmentation dataset base -> Oxford-IIIT Pet and VOC / ADE20K -> the typed data spec.
+
+    python -m petseg.data --root DIR      # check a whole Oxford-IIIT Pet tree
+"""
+from ..errors import DatasetError
+from .dataset import AUGMENT_MODES, SegmentationDataset
+from .files import INPUT_VERSION, fingerprint, load_image, open_decoded, resize_image, resize_mask
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD, compute_mean_std
+from .pets import (BACKGROUND, CLASS_NAMES, NUM_CLASSES, PARTS, PetSegmentation, Sample, build_datasets,
+                   class_pixel_counts, find_samples, load_sample, load_split, load_trimap, make_split, save_split,
+                   scan_samples, split_samples)
+from .spec import DataSpec, datasets_from_spec, ensure_dataset, make_data_spec
+from .transforms import augmentation, offline_seed
+from .voc_ade import IGNORE, VocAdeSegmentation
+
+__all__ = [
+    "AUGMENT_MODES", "BACKGROUND", "CLASS_NAMES", "DataSpec", "DatasetError", "IGNORE", "IMAGENET_MEAN",
+    "IMAGENET_STD", "INPUT_VERSION", "NUM_CLASSES", "PARTS", "PetSegmentation", "Sample", "SegmentationDataset",
+    "VocAdeSegmentation", "augmentation", "build_datasets", "class_pixel_counts", "compute_mean_std",
+    "datasets_from_spec", "ensure_dataset", "find_samples", "fingerprint", "load_image", "load_sample", "load_split",
+    "load_trimap", "make_data_spec", "make_split", "offline_seed", "open_decoded", "resize_image", "resize_mask",
+    "save_split", "scan_samples", "split_samples",
+]

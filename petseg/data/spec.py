@@ -1,0 +1,158 @@
+"""The data spec a search hands to every trial: one typed record, built by one function for the Pets study
+and for head pretraining alike, and making sure its dataset exists on whichever node reads it.
+
+Pets specs carry a split of names; VOC / ADE20K specs carry the train / val sample lists as plain
+strings, so every trial trains on exactly the files the driver listed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..disk import file_lock
+from ..errors import DatasetError
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD, compute_mean_std
+from .pets import NUM_CLASSES as PETS_CLASSES
+from .pets import PetSegmentation, find_samples, make_split, scan_samples, split_samples
+from .voc_ade import NUM_CLASSES as SEG_CLASSES
+from .voc_ade import (SegSample, VocAdeSegmentation, ade20k_samples, sbd_samples, voc_samples,
+                      voc_sbd_train_samples)
+
+KINDS = ("pets", "voc", "ade20k")
+# A file or folder each tree has once it is complete (the generators write the list files last).
+MARKERS = {
+    "pets": Path("oxford-iiit-pet") / "annotations" / "test.txt",
+    "voc": Path("VOCdevkit") / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt",
+    "sbd": Path("val.txt"),
+    "ade20k": Path("ADEChallengeData2016") / "annotations" / "validation",
+}
+DOWNLOADERS = {
+    "pets": lambda root: find_samples(root, download=True),
+    "voc": lambda root: voc_samples(root, "train", download=True),
+    "sbd": lambda root: sbd_samples(root, "train", download=True),
+    "ade20k": lambda root: ade20k_samples(root, download=True),
+}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which dataset tree(s) a search reads, which samples make each part, and how items are made."""
+
+    kind: str  # "pets" (the study), "voc" or "ade20k" (head pretraining)
+    root: str
+    size: int
+    augment: str  # "offline", "online" or "none"
+    seed: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    split: dict | None = None  # pets: the seed and the names of train / val / test
+    samples: dict | None = None  # VOC / ADE20K: part -> [[name, image, labels, kind], ...]
+    sbd_root: str | None = None  # VOC: SBD's tree, whose images join VOC train
+    download: bool = False
+    synthetic: dict | None = None  # generator arguments when each node generates the tree itself
+    decoded_cache_dir: str | None = None  # where images are decoded once (None: every access decodes)
+
+    def to_json(self) -> dict:
+        """A plain JSON-safe dict (saved with the study and in every best checkpoint)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict) -> "DataSpec":
+        """The spec a to_json dict describes; specs saved before kinds existed are Pets specs."""
+        values = dict(values)
+        values.setdefault("kind", "pets")
+        values.setdefault("num_classes", PETS_CLASSES if values["kind"] == "pets" else SEG_CLASSES[values["kind"]])
+        known = {f.name for f in dataclasses.fields(cls)}
+        spec = cls(**{k: v for k, v in values.items() if k in known})
+        return dataclasses.replace(spec, mean=tuple(spec.mean), std=tuple(spec.std))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts its datasets come in: train / val / test for Pets, train / val for VOC / ADE20K."""
+        return ("train", "val", "test") if self.kind == "pets" else ("train", "val")
+
+
+def make_data_spec(kind: str, root: str | Path, *, size: int, augment: str, seed: int, download: bool = False,
+                   synthetic: dict | None = None, sbd_root: str | Path | None = None,
+                   cache_dir: str | Path | None = None, decoded_cache: bool = False) -> DataSpec:
+    """The spec of a dataset tree: generated or downloaded if asked, its parts listed, Pets files checked
+    and normalised with the training set's statistics (VOC / ADE20K with ImageNet's).
+
+    A tree with the wrong layout or an unusable file raises DatasetError naming it.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: use one of {KINDS}")
+    spec = DataSpec(kind=kind, root=str(root), size=size, augment=augment, seed=seed, mean=(), std=(),
+                    num_classes=PETS_CLASSES if kind == "pets" else SEG_CLASSES[kind],
+                    sbd_root=str(sbd_root) if sbd_root else None, download=bool(download), synthetic=synthetic,
+                    decoded_cache_dir=str(cache_dir) if decoded_cache and cache_dir else None)
+    ensure_dataset(spec)
+    if kind != "pets":
+        parts = _seg_parts(kind, root, sbd_root)
+        samples = {part: [[s.name, str(s.image), str(s.labels), s.kind] for s in listed]
+                   for part, listed in parts.items()}
+        return dataclasses.replace(spec, samples=samples, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    found = find_samples(root, download=download)
+    split = make_split(found, seed)
+    parts = split_samples(found, split)
+    _, problems = scan_samples([s for part in parts.values() for s in part], cache_dir)
+    if problems:
+        listing = "\n  ".join(message for _, message in problems)
+        raise DatasetError(f"{len(problems)} unusable file(s) in {root}; fix or remove them "
+                           f"(python -m petseg.data --root {root} lists them):\n  {listing}", problems[0][0])
+    mean, std = compute_mean_std(parts["train"], size, cache_dir)
+    return dataclasses.replace(spec, split=split, mean=tuple(mean), std=tuple(std))
+
+
+def _trees(spec: DataSpec) -> list[tuple[str, Path]]:
+    """(tree kind, root) of every dataset tree the spec reads: VOC with SBD is two trees."""
+    trees = [(spec.kind, Path(spec.root))]
+    if spec.sbd_root:
+        trees.append(("sbd", Path(spec.sbd_root)))
+    return trees
+
+
+def ensure_dataset(spec: DataSpec) -> Path:
+    """Generate or download the spec's dataset trees this node lacks, once per node (a file lock)."""
+    if not (spec.synthetic or spec.download):
+        return Path(spec.root)  # a given tree: its readers name whatever is missing
+    for kind, root in _trees(spec):
+        if (root / MARKERS[kind]).exists():
+            continue
+        with file_lock(root.parent / f".{root.name}.petseg-lock"):
+            if (root / MARKERS[kind]).exists():  # another process made it while we waited
+                continue
+            if spec.synthetic:
+                from .. import synthetic  # generated trees stand in for real ones in tests and smoke runs
+
+                synthetic.GENERATORS[kind](root, **spec.synthetic)
+            else:
+                DOWNLOADERS[kind](root)
+    return Path(spec.root)
+
+
+def _seg_parts(kind: str, root: str | Path, sbd_root: str | Path | None = None) -> dict[str, list[SegSample]]:
+    """Train / val samples for head pretraining: VOC train (+ SBD minus VOC val) / VOC val; ADE20K's splits."""
+    if kind == "voc":
+        train = voc_sbd_train_samples(root, sbd_root) if sbd_root else voc_samples(root, "train")
+        return {"train": train, "val": voc_samples(root, "val")}
+    return {"train": ade20k_samples(root, "training"), "val": ade20k_samples(root, "validation")}
+
+
+def datasets_from_spec(spec: DataSpec) -> dict[str, PetSegmentation | VocAdeSegmentation]:
+    """The spec's datasets, part -> dataset (augmentation on train only): Pets train / val / test,
+    VOC / ADE20K train / val (255 ignored)."""
+    ensure_dataset(spec)
+    augment = None if spec.augment == "none" else spec.augment
+    common = dict(size=spec.size, mean=spec.mean, std=spec.std, seed=spec.seed,
+                  decoded_cache_dir=spec.decoded_cache_dir)
+    if spec.kind != "pets":
+        return {part: VocAdeSegmentation([SegSample(name, Path(image), Path(labels), kind)
+                                          for name, image, labels, kind in spec.samples[part]],
+                                         augment=augment if part == "train" else None, **common)
+                for part in spec.parts}
+    parts = split_samples(find_samples(spec.root), spec.split)
+    return {part: PetSegmentation(parts[part], augment=augment if part == "train" else None, **common)
+            for part in spec.parts}

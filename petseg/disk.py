@@ -1,0 +1,95 @@
+"""What petseg keeps on disk, shared by processes on a node: its cache folder, file locks, JSON values and
+memory-mapped arrays computed once (built under a lock, published atomically)."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+META = "meta.json"
+
+
+def default_cache_dir() -> Path:
+    """Where petseg keeps generated datasets, statistics and caches: $PETSEG_CACHE or ~/.cache/petseg."""
+    return Path(os.environ.get("PETSEG_CACHE", Path.home() / ".cache" / "petseg"))
+
+
+@contextmanager
+def file_lock(path: Path):
+    """Hold an exclusive lock on `path` (created if absent) across processes on this node."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_json(cache_dir: str | Path | None, name: str, compute: Callable[[], dict]) -> dict:
+    """Return compute(), read from or written to cache_dir/name when a cache_dir is given."""
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / name
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel trials may compute the same entry: write aside, then rename atomically.
+    scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    scratch.write_text(json.dumps(value))
+    os.replace(scratch, path)
+    return value
+
+
+def disk_free(folder: Path) -> int:
+    """Free bytes on the file system that holds `folder` (or its nearest existing parent)."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    return shutil.disk_usage(existing).free
+
+
+def cached_arrays(folder: Path, specs: dict[str, tuple[tuple[int, ...], np.dtype]],
+                  fill: Callable[[dict[str, np.ndarray]], None], meta: dict,
+                  margin: float = 1.1) -> dict[str, np.ndarray] | None:
+    """Memory-mapped arrays of `specs` {name: (shape, dtype)} in `folder`, built by `fill` if absent.
+
+    Concurrent callers build once: one holds the lock and builds, the others wait and then read.
+    Returns None, building nothing, when the disk lacks room for the arrays (times `margin`).
+    """
+    if not (folder / META).is_file():
+        with file_lock(folder.with_name(folder.name + ".lock")):
+            if not (folder / META).is_file():
+                needed = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in specs.values())
+                if disk_free(folder.parent) < needed * margin:
+                    return None
+                _build(folder, specs, fill, {**meta, "bytes": needed})
+    return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in specs}
+
+
+def _build(folder: Path, specs, fill, meta: dict) -> None:
+    scratch = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        arrays = {name: np.lib.format.open_memmap(scratch / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+                  for name, (shape, dtype) in specs.items()}
+        fill(arrays)
+        for array in arrays.values():
+            array.flush()
+        # meta.json marks a complete cache: written last, then the folder appears in one rename.
+        (scratch / META).write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(scratch, folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes used by the files under `folder`."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -1,0 +1,98 @@
+"""Every palette and mask picture petseg draws: class colours, image | truth | prediction strips
+(TensorBoard), overlays and side-by-side panels of photos (predict.py), for figures and the logs alike."""
+from __future__ import annotations
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+# pet, background, border: distinct under common colour-vision deficiencies.
+PALETTE = torch.tensor([[230, 97, 1], [40, 40, 40], [253, 219, 96]], dtype=torch.uint8)
+
+
+def colourize(mask: torch.Tensor, palette: torch.Tensor = PALETTE) -> torch.Tensor:
+    """[H, W] class ids -> [3, H, W] uint8 colours (`palette`: [classes, 3] uint8, one row per id)."""
+    return palette.to(mask.device)[mask.long()].permute(2, 0, 1)
+
+
+def denormalize(image: torch.Tensor, mean, std) -> torch.Tensor:
+    """A normalised [3, H, W] float image back to uint8 for display."""
+    mean = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    std = torch.as_tensor(std, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return ((image * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def strip(image: torch.Tensor, target: torch.Tensor, prediction: torch.Tensor, mean, std,
+          palette: torch.Tensor = PALETTE) -> torch.Tensor:
+    """One [3, H, 3W] uint8 panel: the image, its ground truth and the prediction, side by side."""
+    return torch.cat([denormalize(image, mean, std), colourize(target, palette), colourize(prediction, palette)],
+                     dim=2)
+
+
+def voc_palette() -> list[int]:
+    """The 256-entry Pascal VOC colour map as a flat [r, g, b, ...] list (255 = (224, 224, 192))."""
+    palette = []
+    for index in range(256):
+        rgb, bits = [0, 0, 0], index
+        for shift in range(7, -1, -1):  # each 3 bits of the index add one bit per channel, high first
+            for channel in range(3):
+                rgb[channel] |= ((bits >> channel) & 1) << shift
+            bits >>= 3
+        palette.extend(rgb)
+    return palette
+
+
+def palette_for(num_classes: int) -> torch.Tensor:
+    """Pets' own 3 colours, else the Pascal VOC colour map (256 rows, so void 255 has its colour too)."""
+    if num_classes == len(PALETTE):
+        return PALETTE
+    return torch.tensor(voc_palette(), dtype=torch.uint8).view(256, 3)
+
+
+def overlay(image: Image.Image, mask: torch.Tensor, alpha: float = 0.5) -> Image.Image:
+    """The photo blended with its mask's class colours (petseg.visual.PALETTE), `alpha` of colour."""
+    colours = Image.fromarray(colourize(mask).permute(1, 2, 0).numpy())
+    return Image.blend(image.convert("RGB"), colours, alpha)
+
+
+def display_height(height: int, low: int = 256, high: int = 1024) -> int:
+    """Height a panel is shown at: small photos enlarged so captions fit, huge ones shrunk to keep files small."""
+    return min(max(height, low), high)
+
+
+def _captioned(panel: Image.Image, caption: str, band: int) -> Image.Image:
+    """The panel under a white band holding its caption."""
+    out = Image.new("RGB", (panel.width, panel.height + band), "white")
+    out.paste(panel, (0, band))
+    font = ImageFont.load_default(size=band * 2 // 3)
+    ImageDraw.Draw(out).text((band // 4, band // 6), caption, fill="black", font=font)
+    return out
+
+
+def _legend(width: int, band: int, class_names) -> Image.Image:
+    """A white band with one coloured square and name per class."""
+    out = Image.new("RGB", (width, band), "white")
+    draw, font, step = ImageDraw.Draw(out), ImageFont.load_default(size=band * 2 // 3), band * 6
+    for index, name in enumerate(class_names):
+        left = band // 4 + index * step
+        draw.rectangle((left, band // 6, left + band * 2 // 3, band * 5 // 6), fill=tuple(PALETTE[index].tolist()))
+        draw.text((left + band, band // 6), name, fill="black", font=font)
+    return out
+
+
+def comparison_panel(image: Image.Image, masks: dict[str, torch.Tensor], class_names,
+                     alpha: float = 0.5) -> Image.Image:
+    """The photo, then one captioned overlay per entry of `masks` (caption -> mask), side by side, with a legend
+    of `class_names` (one per PALETTE colour)."""
+    height = display_height(image.height)
+    width = max(1, round(image.width * height / image.height))
+    band = max(16, height // 12)
+    gap = band // 3  # white space between panels, so neighbouring overlays do not merge
+    panels = [("photo", image.convert("RGB"))]
+    panels += [(caption, overlay(image, mask, alpha)) for caption, mask in masks.items()]
+    shown = [_captioned(panel.resize((width, height), Image.Resampling.BILINEAR), caption, band)
+             for caption, panel in panels]
+    out = Image.new("RGB", ((width + gap) * len(shown) - gap, height + 2 * band), "white")
+    for index, panel in enumerate(shown):
+        out.paste(panel, (index * (width + gap), 0))
+    out.paste(_legend(out.width, band, class_names), (0, height + band))
+    return out

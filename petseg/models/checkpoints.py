@@ -1,0 +1,114 @@
+"""Every checkpoint format petseg writes and reads (always with torch.load(weights_only=True)).
+
+- trial state: `state.pt` in each Tune checkpoint: head, optimiser, scheduler, progress and the
+  trial config, so a restored trial continues where it stopped;
+- best checkpoint: `results/<name>/checkpoints/<variant>.pt`: variant, lr, epoch, the best head, the
+  trial config and the data spec, for the report, predict.py and evaluate.py;
+- head file: `<variant>-<first 8 hex of its sha256>.pth` in the public DenseASPP layout, `features.*`
+  (the frozen backbone it was trained on) and `head.*`, for the VOC / ADE20K variants.
+
+A model is rebuilt from a saved trial config by petseg.models.model_from_config.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .registry import VARIANTS
+from .segmenter import FrozenBackboneSegmenter
+from .weights import rename_legacy_densenet_keys
+
+TRIAL_STATE_FILE = "state.pt"
+BEST_KEYS = ("variant", "lr", "epoch", "head", "config", "data")
+HEAD_PREFIX = "head."
+# The public DenseASPP code saved its backbone as `pretrained.features.*` (older releases) or
+# `features.*` (the original code, and what petseg writes).
+BACKBONE_PREFIXES = ("pretrained.features.", "features.")
+# torch.load's failures on a file that is not a readable checkpoint.
+_LOAD_ERRORS = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError)
+
+
+def save_trial_state(folder: str | Path, state: dict, config: dict) -> None:
+    """Write a trial's training state and its config into a checkpoint folder."""
+    torch.save({**state, "config": config}, Path(folder) / TRIAL_STATE_FILE)
+
+
+def load_trial_state(checkpoint) -> dict | None:
+    """The training state in a Tune checkpoint (anything with as_directory()), or None when starting fresh."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / TRIAL_STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def save_best_checkpoint(path: str | Path, variant: str, lr: float, epoch: int, head: dict, config: dict,
+                         data: dict) -> Path:
+    """Write a variant's best checkpoint (its best head with the trial config and the data spec as a dict)."""
+    torch.save({"variant": variant, "lr": lr, "epoch": epoch, "head": head, "config": config, "data": data}, path)
+    return Path(path)
+
+
+def load_best_checkpoint(path: str | Path) -> dict:
+    """Read a best checkpoint (weights_only) and check it has what inference needs; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; pass results/<name>/checkpoints/<variant>.pt "
+                              "of a finished study")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except _LOAD_ERRORS as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err}); rebuild it with "
+                              "experiments/report.py") from err
+    missing = [key for key in BEST_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: not a petseg best checkpoint (missing {missing}); use a file from "
+                              "results/<name>/checkpoints/ or rebuild it with experiments/report.py")
+    if checkpoint["variant"] not in VARIANTS:
+        raise CheckpointError(f"{path}: unknown variant {checkpoint['variant']!r}; this petseg knows "
+                              f"{', '.join(VARIANTS)}")
+    return checkpoint
+
+
+def split_head_checkpoint(state: dict[str, torch.Tensor]) -> tuple[dict, dict, int]:
+    """(backbone tensors, head tensors, count of other tensors) of a public-layout checkpoint, prefixes removed."""
+    backbone, head, other = {}, {}, 0
+    for key, value in state.items():
+        prefix = next((p for p in BACKBONE_PREFIXES if key.startswith(p)), None)
+        if prefix is not None:
+            backbone[key[len(prefix):]] = value
+        elif key.startswith(HEAD_PREFIX):
+            head[key[len(HEAD_PREFIX):]] = value
+        else:
+            other += 1
+    return rename_legacy_densenet_keys(backbone), head, other
+
+
+def public_head_state(model: FrozenBackboneSegmenter) -> dict[str, torch.Tensor]:
+    """A DenseASPP model's head in the public layout, with the frozen backbone it was trained on as features.*."""
+    return {**{f"features.{k}": v for k, v in model.backbone.features.state_dict().items()},
+            **{f"{HEAD_PREFIX}{k}": v for k, v in model.head.state_dict().items()}}
+
+
+def save_head_file(state: dict[str, torch.Tensor], folder: str | os.PathLike, stem: str) -> Path:
+    """Save `state` as <folder>/<stem>-<first 8 hex of the file's sha256>.pth, the name torchvision gives its files.
+
+    Written under a temporary name and renamed once complete, so no reader sees a partial file.
+    """
+    # Serialised in memory: torch.save names its archive after the file, and a temporary name would
+    # make equal heads hash differently.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    content = buffer.getbuffer()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}-{hashlib.sha256(content).hexdigest()[:8]}.pth"
+    scratch = folder / f".{path.name}.{os.getpid()}.tmp"
+    scratch.write_bytes(content)
+    os.replace(scratch, path)
+    return path

@@ -1,0 +1,88 @@
+"""The Pets study: the data spec and head files checked in the driver, one Tune run over every variant
+(fair per variant), optional seed repeats, then the report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray import tune
+
+from ..data import DataSpec, make_data_spec
+from ..errors import DatasetError, StudyError, WeightsUnavailableError
+from ..models import build_seeded_model
+from ..report import analysis
+from ..tune.config import StudyConfig, missing_heads, missing_heads_message, resolve_head_weights
+from ..tune.results import best_trials, trial_records
+from ..tune.runner import experiment_path, open_study, run_search, saved_data
+
+
+def dataset_root(config: StudyConfig) -> Path:
+    """The dataset root: generated under the cache dir (smoke preset), or config.search.data_root."""
+    if config.search.synthetic_images:
+        return Path(config.run.cache_dir).expanduser().resolve() / "synthetic" / (
+            f"pets-{config.search.synthetic_images}-{config.search.image_size}-{config.search.seed}")
+    if config.search.data_root is None:
+        raise StudyError("no dataset: pass --data-root DIR (the folder holding oxford-iiit-pet/; add "
+                         "--download to fetch it) or use --preset smoke for a generated dataset")
+    root = Path(config.search.data_root).expanduser().resolve()
+    if not root.is_dir() and not config.search.download:
+        raise StudyError(f"data root {root} does not exist; pass the folder holding oxford-iiit-pet/ "
+                         "or add --download to fetch the dataset there")
+    return root
+
+
+def prepare_data(config: StudyConfig) -> DataSpec:
+    """The data spec every trial reads: the tree (generated, downloaded or given), its checked files and split,
+    the training set's statistics; a DatasetError becomes a StudyError naming the file."""
+    search = config.search
+    synthetic = ({"num_images": search.synthetic_images, "size": search.image_size, "seed": search.seed}
+                 if search.synthetic_images else None)
+    try:
+        return make_data_spec("pets", dataset_root(config), size=search.image_size, augment=search.augment,
+                              seed=search.seed, download=search.download, synthetic=synthetic,
+                              cache_dir=config.run.cache_dir, decoded_cache=search.decoded_cache)
+    except DatasetError as err:
+        raise StudyError(str(err)) from err
+
+
+def run_study(config: StudyConfig, resume: bool = False) -> Path:
+    """Run (or resume) the study and write results/<name>/; returns that folder."""
+    config, path = open_study(config, resume)
+    if not resume:  # found once here, so every trial and the analysis use the same files (a resume keeps them)
+        config = config.replace(head_weights=resolve_head_weights(config))
+        missing = missing_heads(config, config.search.head_weights)
+        if missing and not config.search.allow_random_heads:
+            raise StudyError(missing_heads_message(config, missing))
+    check_head_files(config)
+    data = saved_data(path) if resume else prepare_data(config)
+    run_search(config, data, resume)
+    seeds_path = None
+    if config.search.seeds:
+        seeds_config = seeds_study(config)
+        seeds_path = experiment_path(seeds_config)
+        run_search(seeds_config, data, tune.Tuner.can_restore(str(seeds_path)), fixed=seed_trials(config, path))
+    results = analysis.write_report(config, data, path, seeds_path)
+    print((results / "comparison.md").read_text())
+    return results
+
+
+def check_head_files(config: StudyConfig) -> None:
+    """Load every head file into its variant once, here in the driver, before any trial: a file that is
+    unreadable, holds no such head or was trained on another backbone stops the study, naming it."""
+    for variant, path in config.search.head_weights.items():
+        try:
+            build_seeded_model(variant, config.search.pretrained, config.search.seed, head_weights=path)
+        except WeightsUnavailableError as err:
+            raise StudyError(f"head file for {variant}: {err}") from err
+
+
+def seeds_study(config: StudyConfig) -> StudyConfig:
+    """The config of a study's seed repeats: its own Ray experiment, <name>-seeds, with no ASHA."""
+    return config.replace(name=f"{config.run.name}-seeds", asha=False)
+
+
+def seed_trials(config: StudyConfig, path: Path) -> list[dict]:
+    """Each variant's best learning rate (by val weighted mIoU) retrained with seeds seed+1 .. seed+N."""
+    experiment = tune.ExperimentAnalysis(str(path))
+    best = best_trials(experiment, trial_records(experiment, config.search.max_epochs))
+    return [{"variant": variant, "lr": float(record["lr"]), "seed": config.search.seed + k}
+            for variant, (_, record) in best.items() for k in range(1, config.search.seeds + 1)]

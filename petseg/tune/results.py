@@ -1,0 +1,90 @@
+"""Reading a finished (or interrupted) Tune search: one record per trial, how it ended, its checkpointed
+state, and each variant's best trial; shared by the study's seed repeats, the report and head pretraining."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from ray import tune
+
+from ..metrics import METRICS
+from ..models.checkpoints import load_trial_state
+
+
+def ended_by(trial, max_epochs: int) -> str:
+    """Why a trial stopped: error, early stopping, max epochs, ASHA, or its unfinished status."""
+    result = trial.last_result or {}
+    if trial.status == "ERROR" or result.get("nonfinite_loss"):
+        return "error"
+    if trial.status != "TERMINATED":
+        return trial.status.lower()
+    if result.get("early_stopped"):
+        return "early stopping"
+    return "max epochs" if result.get("epoch", 0) >= max_epochs else "ASHA"
+
+
+def _error_reason(trial) -> str:
+    nonfinite = (trial.last_result or {}).get("nonfinite_loss")
+    if nonfinite:
+        return f"NonFiniteLossError: {nonfinite}"
+    if trial.status != "ERROR":
+        return ""
+    lines = [line.strip() for line in str(trial.get_error() or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.DataFrame:
+    """One row per trial: variant, lr, seed, epochs run, how it ended, best val metrics, time, node, error."""
+    rows = []
+    for trial in experiment.trials:
+        history = experiment.trial_dataframes.get(trial.trial_id)
+        best = {}
+        if history is not None and "val_weighted_iou" in history and history["val_weighted_iou"].notna().any():
+            best = history.loc[history["val_weighted_iou"].idxmax()].to_dict()
+        result = trial.last_result or {}
+        rows.append({
+            "trial_id": trial.trial_id,
+            "variant": trial.config["variant"],
+            "lr": trial.config["lr"],
+            "seed": trial.config["seed"],
+            "epochs": int(result.get("epoch", 0)),
+            "ended_by": ended_by(trial, max_epochs),
+            "best_epoch": int(best.get("epoch", 0)),
+            **{f"best_val_{m}": best.get(f"val_{m}", math.nan) for m in METRICS},
+            "best_val_loss": best.get("val_loss", math.nan),
+            "seconds": float(result.get("time_total_s", 0.0)),  # the trial's own training time
+            "failures": trial.run_metadata.num_failures,  # attempts that failed (retried or final)
+            "node": result.get("node", ""),
+            "error": _error_reason(trial),
+        })
+    return pd.DataFrame(rows)
+
+
+def latest_state(trial) -> dict | None:
+    """The training state in a trial's latest checkpoint, or None if it never checkpointed."""
+    checkpoint = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    return None if checkpoint is None else load_trial_state(checkpoint.checkpoint)
+
+
+def best_trials(experiment: tune.ExperimentAnalysis, records: pd.DataFrame) -> dict[str, tuple[dict, pd.Series]]:
+    """variant -> (checkpointed state, record) of its trial with the highest val weighted mIoU."""
+    by_id = {t.trial_id: t for t in experiment.trials}
+    best = {}
+    scored = records.dropna(subset=["best_val_weighted_iou"]).sort_values("best_val_weighted_iou", ascending=False)
+    for _, record in scored.iterrows():
+        if record["variant"] not in best and (state := latest_state(by_id[record["trial_id"]])) is not None:
+            best[record["variant"]] = (state, record)
+    return best
+
+
+def best_last_checkpoints(experiment: tune.ExperimentAnalysis, metric: str) -> dict:
+    """variant -> (trial, checkpoint result) whose last checkpoint scores the highest `metric`."""
+    best = {}
+    for trial in experiment.trials:
+        result = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+        if result is None or metric not in result.metrics:
+            continue
+        variant = trial.config["variant"]
+        if variant not in best or result.metrics[metric] > best[variant][1].metrics[metric]:
+            best[variant] = (trial, result)
+    return best
