@@ -31,6 +31,7 @@ from petseg.study.pets import prepare_data
 from petseg.train.engine import amp_enabled, autocast, default_device
 from petseg.tune.config import resolve_config
 from petseg.tune.results import trial_records
+from petseg.tune.cluster import ray_session
 from petseg.tune.runner import open_study, run_search
 
 
@@ -61,7 +62,7 @@ def study(work: Path, name: str, args, **overrides) -> tuple[pd.DataFrame, float
                   results_dir=str(work / "results"), cache_dir=str(work / f"cache-{name}"))
     values.update(overrides)
     config, _ = open_study(resolve_config("paper", overrides=values), resume=False)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), ray_session(config):
         data = prepare_data(config)
         started = time.perf_counter()
         path = run_search(config, data)

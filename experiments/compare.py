@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
-from petseg.errors import PetsegError
+from petseg.errors import PetsegError, SearchInterrupted
 from petseg.models import VARIANTS, parameter_counts
 from petseg.tune.cli import add_runner_flags, runner_overrides
-from petseg.tune.config import (PRESETS, head_search_folder, missing_heads, missing_heads_message, resolve_config,
-                                resolve_head_weights, search_plan)
+from petseg.tune.config import (PRESETS, check_head_files, head_search_folder, missing_heads,
+                                missing_heads_message, resolve_config, resolve_head_weights, search_plan)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,8 +59,10 @@ def head_weights_line(config, key: str, heads: dict[str, str]) -> str:
 
 
 def print_plan(config) -> None:
-    """Per variant: key, paper name, backbone, head pretraining, parameters (Table 1), head weights, search plan."""
+    """Per variant: key, paper name, backbone, head pretraining, parameters (Table 1), head weights, search plan;
+    every head file is opened and checked as the study would."""
     heads = resolve_head_weights(config)
+    check_head_files(config, heads)
     for key in config.search.variants:
         spec = VARIANTS[key]
         trainable, total = parameter_counts(key)
@@ -83,10 +86,20 @@ def main(argv=None) -> int:
         from petseg.study.pets import run_study  # Ray is imported only when a study runs
 
         run_study(config, resume=args.resume)
+    except (SearchInterrupted, KeyboardInterrupt) as err:
+        print(f"\ninterrupted: {err or 'Ctrl-C'}. No comparison was written. Continue with:\n  "
+              f"{resume_command(argv)}", file=sys.stderr)
+        return 130
     except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def resume_command(argv=None) -> str:
+    """This command line with --resume, to continue an interrupted study where it stopped."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", "experiments/compare.py", *args, *([] if "--resume" in args else ["--resume"])])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from petseg.data import CLASS_NAMES, PARTS
-from petseg.errors import PetsegError
+from petseg.errors import CheckpointError, PetsegError
 from petseg.models import VARIANTS
 from petseg.report.stats import summarize
 from petseg.train.engine import default_device, per_image_confusions
@@ -33,6 +33,14 @@ def format_summary(title: str, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def checkpoint_batch_size(path: str, checkpoint: dict) -> int:
+    """The study's batch size saved in the checkpoint's config, for when --batch-size is not given."""
+    batch_size = checkpoint["config"].get("batch_size")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise CheckpointError(f"{path}: its config has no usable batch_size ({batch_size!r}); pass --batch-size N")
+    return batch_size
+
+
 def main(argv=None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +55,7 @@ def main(argv=None) -> int:
     try:
         model, checkpoint = load_best(args.checkpoint, device)
         dataset = checkpoint_dataset(checkpoint, args.data_root, args.split)
-        batch_size = args.batch_size or checkpoint["config"]["batch_size"]
+        batch_size = args.batch_size or checkpoint_batch_size(args.checkpoint, checkpoint)
         at_size = per_image_confusions(model, dataset, device, batch_size)
         at_original = per_image_confusions(model, dataset, device, batch_size, original_size=True)
     except PetsegError as err:

@@ -5,11 +5,15 @@
 
 Photos may be any size, JPEG/PNG/WebP, grayscale or colour; they are turned upright by their EXIF
 orientation. Each is predicted at the checkpoint's image size and the logits are upsampled to the
-photo's own size. DIR/<photo name>.png shows the photo, then one overlay per variant (pet,
-background and border colours blended in); the time each variant took per photo is printed (after
-one untimed warm-up pass per model). A photo that cannot be read is named on stderr and skipped:
-exit code 1 if any was, 0 otherwise, 2 for unusable checkpoints or flags. Repeat --checkpoint for
-several files; it can be combined with --study.
+photo's own size, capped at 4 megapixels (petseg.train.inference.MAX_MASK_PIXELS, aspect ratio
+kept; photos within the cap get exactly their full-size masks). Masks are uint8, and every overlay is
+drawn at the panel's display size (at most 1024 pixels high and 4096 wide per photo), so beyond the
+decoded photo itself (3 bytes a pixel) a 100-megapixel photo needs no more memory than a 4-megapixel
+one: under 200 MB with six variants. DIR/<photo name>.png shows the photo, then one overlay per
+variant (pet, background and border colours blended in); the time each variant took per photo is
+printed (after one untimed warm-up pass per model). A photo that cannot be read is named on stderr
+and skipped: exit code 1 if any was, 0 otherwise, 2 for unusable checkpoints or flags. Repeat
+--checkpoint for several files; it can be combined with --study.
 """
 from __future__ import annotations
 
@@ -69,7 +73,8 @@ def load_models(args, device) -> list[tuple[str, object, dict]]:
 
 
 def segment(image, models, device) -> tuple[dict, list[str]]:
-    """Each model's mask of `image` (caption -> mask at the photo's size) and '<caption> <seconds> s' per model."""
+    """Each model's uint8 mask of `image` (caption -> mask at the photo's size, capped at MAX_MASK_PIXELS) and
+    '<caption> <seconds> s' per model."""
     masks, timings = {}, []
     for caption, model, data in models:
         started = time.perf_counter()

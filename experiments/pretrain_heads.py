@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from petseg.data.voc_ade import NUM_CLASSES
-from petseg.errors import PetsegError
+from petseg.errors import PetsegError, SearchInterrupted
+from petseg.synthetic import MIN_IMAGES
 from petseg.tune.cli import add_runner_flags, runner_overrides
 from petseg.tune.config import resolve_config
 
@@ -35,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                         help="ImageNet backbones (default); --no-pretrained: random ones, for quick checks")
     args = parser.parse_args(argv)
+    if args.synthetic is not None and args.synthetic < MIN_IMAGES:
+        parser.error(f"--synthetic {args.synthetic}: generate at least {MIN_IMAGES} images, so every list gets one")
     if args.data_root is None and not args.synthetic:
         parser.error("--data-root is required (or --synthetic N for a generated dataset)")
     if args.sbd_root is not None and args.dataset != "voc":
@@ -59,6 +62,10 @@ def main(argv=None) -> int:
     try:
         table, results = pretrain_heads(config_from_args(args, variants), args.dataset, args.sbd_root,
                                         args.output, resume=args.resume)
+    except (SearchInterrupted, KeyboardInterrupt) as err:
+        print(f"\ninterrupted: {err or 'Ctrl-C'}. No head file was written. Continue with the same command and "
+              "--resume", file=sys.stderr)
+        return 130
     except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

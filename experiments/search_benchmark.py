@@ -153,13 +153,14 @@ def smoke_search(sampler: str, seed: int, budget: int, work: Path) -> list[dict]
 
     from petseg.study.pets import prepare_data
     from petseg.tune.config import resolve_config
+    from petseg.tune.cluster import ray_session
     from petseg.tune.runner import open_study, run_search
 
     values = dict(name=f"{sampler}-{seed}", variants=list(SMOKE_VARIANTS), num_samples=budget, sampler=sampler,
                   seed=seed, storage_path=str(work / "ray"), results_dir=str(work / "results"),
                   cache_dir=str(work / "cache"))
     config, _ = open_study(resolve_config("smoke", overrides=values), resume=False)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), ray_session(config):
         path = run_search(config, prepare_data(config))
     experiment = tune.ExperimentAnalysis(str(path))
     rows = []

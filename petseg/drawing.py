@@ -49,14 +49,28 @@ def palette_for(num_classes: int) -> torch.Tensor:
 
 
 def overlay(image: Image.Image, mask: torch.Tensor, alpha: float = 0.5) -> Image.Image:
-    """The photo blended with its mask's class colours (petseg.visual.PALETTE), `alpha` of colour."""
+    """The photo blended with its mask's class colours (PALETTE), `alpha` of colour; a mask of another size
+    (a capped one of petseg.train.inference.predict_photo) is stretched over the photo."""
     colours = Image.fromarray(colourize(mask).permute(1, 2, 0).numpy())
+    if colours.size != image.size:
+        # Bilinear (antialiased when shrinking), so class edges look as in an overlay drawn full size then resized.
+        colours = colours.resize(image.size, Image.Resampling.BILINEAR)
     return Image.blend(image.convert("RGB"), colours, alpha)
 
 
 def display_height(height: int, low: int = 256, high: int = 1024) -> int:
     """Height a panel is shown at: small photos enlarged so captions fit, huge ones shrunk to keep files small."""
     return min(max(height, low), high)
+
+
+def display_size(width: int, height: int, widest: int = 4096) -> tuple[int, int]:
+    """(width, height) a photo is shown at: display_height's height, its aspect ratio kept, at most `widest` wide
+    (so a panorama's panel stays small too)."""
+    shown = display_height(height)
+    across = max(1, round(width * shown / height))
+    if across <= widest:
+        return across, shown
+    return widest, max(1, round(height * widest / width))
 
 
 def _captioned(panel: Image.Image, caption: str, band: int) -> Image.Image:
@@ -81,16 +95,16 @@ def _legend(width: int, band: int, class_names) -> Image.Image:
 
 def comparison_panel(image: Image.Image, masks: dict[str, torch.Tensor], class_names,
                      alpha: float = 0.5) -> Image.Image:
-    """The photo, then one captioned overlay per entry of `masks` (caption -> mask), side by side, with a legend
-    of `class_names` (one per PALETTE colour)."""
-    height = display_height(image.height)
-    width = max(1, round(image.width * height / image.height))
+    """The photo, then one captioned overlay per entry of `masks` (caption -> mask of any size), side by side, with
+    a legend of `class_names` (one per PALETTE colour), all at display_size."""
+    width, height = display_size(image.width, image.height)
     band = max(16, height // 12)
     gap = band // 3  # white space between panels, so neighbouring overlays do not merge
-    panels = [("photo", image.convert("RGB"))]
-    panels += [(caption, overlay(image, mask, alpha)) for caption, mask in masks.items()]
-    shown = [_captioned(panel.resize((width, height), Image.Resampling.BILINEAR), caption, band)
-             for caption, panel in panels]
+    # Resized once and every overlay blended at that size, so a huge photo is never copied at full size.
+    photo = image if image.mode == "RGB" else image.convert("RGB")
+    photo = photo.resize((width, height), Image.Resampling.BILINEAR)
+    panels = [("photo", photo)] + [(caption, overlay(photo, mask, alpha)) for caption, mask in masks.items()]
+    shown = [_captioned(panel, caption, band) for caption, panel in panels]
     out = Image.new("RGB", ((width + gap) * len(shown) - gap, height + 2 * band), "white")
     for index, panel in enumerate(shown):
         out.paste(panel, (index * (width + gap), 0))

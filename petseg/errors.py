@@ -41,3 +41,7 @@ class NonFiniteLossError(PetsegError, FloatingPointError):
 
 class StudyError(PetsegError, RuntimeError):
     """The study cannot start or continue; the message says what to change."""
+
+
+class SearchInterrupted(StudyError):
+    """A search stopped (Ctrl-C) before every trial finished; its state is saved and --resume continues it."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from petseg.train.engine import evaluate, train_one_epoch
 from petseg.models import VARIANTS, WEIGHTS, HeadWeightsError, build_seeded_model, find_head_weights
-from petseg.models.checkpoints import save_head_file
+from petseg.models.checkpoints import public_head_state, save_head_file
 from petseg.models.denseaspp import DenseASPPHead, DilatedDenseNet
 from petseg.data import IGNORE
 from petseg.synthetic import write_ade20k, write_sbd, write_voc
@@ -157,24 +157,29 @@ def test_a_missing_head_stops_a_pretrained_study_unless_allowed(tmp_path):
     assert f"none found in {cache}: head starts from random init (--allow-random-heads)" in dry.stdout
 
 
-def test_dry_run_names_the_head_file_of_each_variant(runs, capsys):
+def test_dry_run_names_the_head_file_of_each_variant(runs, capsys, tmp_path):
     folder, _ = runs
-    assert load_script("compare").main(["--dry-run", "--head-weights", str(folder / "heads")]) == 0
+    config = tmp_path / "random.yaml"  # the heads were pretrained on random backbones (--no-pretrained)
+    config.write_text("pretrained: false\n")
+    assert load_script("compare").main(["--dry-run", "--config", str(config),
+                                        "--head-weights", str(folder / "heads")]) == 0
     lines = [line.strip() for line in capsys.readouterr().out.splitlines() if "head weights:" in line]
-    expected = ["head weights: COCO (torchvision)"] * 2 + [
+    expected = ["head weights: none: pretrained is off, so the head starts from random init"] * 2 + [
         f"head weights: {find_head_weights(v, folder / 'heads')}" for v in VARIANTS if VARIANTS[v].head_dataset]
     assert lines == expected
 
 
 def test_study_finds_the_newest_head_in_the_weights_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fake_imagenet_weights(tmp_path / "torch")
     cache = tmp_path / "torch" / "hub" / "checkpoints"
-    cache.mkdir(parents=True)
-    old, new = cache / "denseaspp_voc-00000000.pth", cache / "denseaspp_voc-11111111.pth"
+    model = build_seeded_model("denseaspp_voc", pretrained=True, seed=0)  # a head made on the study's backbone
+    new = save_head_file(public_head_state(model), cache, "denseaspp_voc")
+    old = cache / "denseaspp_voc-00000000.pth"
+    old.write_bytes(b"")  # never read: the newest file is the one chosen and checked
     for age, path in ((200, old), (100, new)):
-        path.write_bytes(b"")
         os.utime(path, (path.stat().st_mtime - age,) * 2)
     (cache / "cutdenseaspp_voc-22222222.pth").write_bytes(b"")  # another variant's, not a match
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     assert load_script("compare").main(["--dry-run", "--variants", "denseaspp_voc,denseaspp_ade20k"]) == 0
     out = capsys.readouterr().out
     assert f"head weights: {new}" in out
@@ -205,6 +210,14 @@ def test_an_unknown_dataset_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_script("pretrain_heads").main(["--dataset", "coco", "--data-root", "."])
     assert exit_info.value.code == 2 and "invalid choice: 'coco'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count", ["-1", "0", "1"])
+def test_too_few_synthetic_images_is_a_usage_error_before_ray_starts(count, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("pretrain_heads").main(["--dataset", "ade20k", "--synthetic", count])
+    assert exit_info.value.code == 2
+    assert f"--synthetic {count}: generate at least 2 images" in capsys.readouterr().err
 
 
 def test_pixels_labelled_255_change_neither_loss_nor_confusion_matrix():

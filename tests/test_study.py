@@ -1,9 +1,13 @@
 """The study runner end to end through compare.py: tables, TensorBoard, resume, a failing trial, bad input."""
+import http.server
 import json
 import os
+import shutil
 import signal
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,11 +69,26 @@ def test_smoke_study_prints_and_writes_the_comparison(smoke):
     assert set(trials["ended_by"]) <= {"max epochs", "early stopping", "ASHA"}
     assert (trials["node"] == "127.0.0.2").all()
     # the table compare.py prints is the one it wrote
-    assert (results / "comparison.md").read_text().strip() in run.stdout
     assert run.stdout.count("[petseg] done ") == 12
     for name in ("config.yaml", "split.json"):
         assert (results / name).is_file()
     assert sorted(p.stem for p in (results / "checkpoints").glob("*.pt")) == sorted(comparison["key"])
+
+
+def test_the_console_shows_the_plan_progress_and_the_outcome_only(smoke):
+    folder, run = smoke
+    out = run.stdout
+    assert out.startswith("[petseg] smoke: 6 variant(s) x 2 learning rates (Optuna GP")
+    assert "Table 2 (test split):" in out and "| Model | Pixel acc. | Weighted mIoU |" in out
+    assert "paired tests (Holm-corrected, 95%)" in out
+    assert f"Full report, intervals and figures: {folder / 'results' / 'smoke' / 'report.md'}" in out
+    for noise in ("Configuration for experiment", "A new study created", "Exception ignored", "SystemExit",
+                  "To visualize your results with TensorBoard", "Trial status", "resolved config:"):
+        assert noise not in out + run.stderr, noise
+    assert len((out + run.stderr).splitlines()) < 120  # about 1,000 before
+    # What the console leaves out stays in the experiment folder: every trial's own output.
+    trial = next((folder / "ray" / "smoke").glob("denseaspp_voc_*"))
+    assert "Checkpoint successfully created" in (trial / "stderr").read_text() + (trial / "stdout").read_text()
 
 
 def test_smoke_trials_run_side_by_side(smoke):
@@ -224,6 +243,12 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     (["--preset", "paper", "--data-root", "{tmp}"], {}, "no head file for denseaspp_voc"),
     (["--storage-path", "{tmp}/a_file/ray"], {}, "cannot write to storage path"),
     (["--address", "127.0.0.5:9"], {}, "cannot reach the Ray cluster at 127.0.0.5:9"),
+    (["--address", "http://127.0.0.1:8265"], {}, "is a dashboard URL"),
+    (["--cache-dir", "{tmp}/a_file/cache"], {}, "cannot write to cache dir"),
+    (["--gpus-per-trial", "0.5"], {}, "a trial asks for 1 CPU, 0.5 GPU on one node, but the nodes have only:"),
+    (["--cpus-per-trial", "1000"], {}, "a trial asks for 1000 CPU on one node"),
+    (["--cpus-per-trial", "nan"], {}, "cpus_per_trial (a flag) must be a finite number, got nan"),
+    ([], {"asha": "no"}, "asha in"),
 ])
 def test_bad_input_fails_before_any_trial(args, yaml_values, message, tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
@@ -234,3 +259,113 @@ def test_bad_input_fails_before_any_trial(args, yaml_values, message, tmp_path):
     assert run.returncode == 2
     assert message in run.stderr
     assert not (tmp_path / "ray" / "smoke").exists() and not (tmp_path / "results").exists()
+
+
+def test_an_address_that_is_not_a_ray_head_is_named_before_anything_is_written(tmp_path):
+    with socketserver.TCPServer(("127.0.0.5", 0), http.server.SimpleHTTPRequestHandler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        address = f"127.0.0.5:{server.server_address[1]}"
+        run = compare("--preset", "smoke", "--address", address, "--config", str(write_config(tmp_path)), folder=tmp_path,
+                      timeout=60)
+        server.shutdown()
+    assert run.returncode == 2
+    assert f"{address} answers as an HTTP server, not as a Ray head node's GCS" in run.stderr
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_garbage_head_file_fails_the_dry_run(tmp_path):
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    (heads / "denseaspp_voc-0badf00d.pth").write_bytes(b"not a checkpoint")
+    run = subprocess.run([sys.executable, str(COMPARE), "--dry-run", "--head-weights", str(heads),
+                          "--allow-random-heads"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 2
+    assert f"head file for denseaspp_voc: {heads / 'denseaspp_voc-0badf00d.pth'}" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def result_lines(experiment: Path) -> list[dict]:
+    return [json.loads(line) for path in experiment.glob("*/result.json") for line in path.read_text().splitlines()]
+
+
+def test_ctrl_c_exits_130_writes_no_comparison_and_a_moved_study_resumes(tmp_path):
+    config = write_config(tmp_path, max_epochs=3, num_samples=2, grace_period=3)
+    args = ["--preset", "smoke", "--config", str(config), "--name", "stopped", "--variants", "denseaspp_voc"]
+    driver = subprocess.Popen([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "ray"), *args],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not result_lines(tmp_path / "ray" / "stopped"):
+        assert driver.poll() is None, "the study finished before it could be interrupted"
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 130, out[-2000:] + err[-2000:]
+    assert "No comparison was written" in err and "--resume" in err.splitlines()[-1]
+    assert not (tmp_path / "results" / "stopped" / "comparison.csv").exists()
+
+    # The study is moved; --resume finds it where --storage-path points and names the flag it ignores.
+    shutil.move(tmp_path / "ray", tmp_path / "moved")
+    run = subprocess.run([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "moved"), *args, "--resume",
+                          "--max-epochs", "5"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ignored: max_epochs 5 (the study's: 3)" in run.stderr
+    assert not (tmp_path / "ray").exists(), "the old location was recreated"
+    trials = pd.read_csv(tmp_path / "results" / "stopped" / "all_trials.csv")
+    assert len(trials) == 2 and (trials["epochs"] <= 3).all()
+    assert (tmp_path / "results" / "stopped" / "comparison.csv").is_file()
+
+
+def test_a_resumed_study_prunes_as_the_uninterrupted_one_would(tmp_path):
+    """ASHA's rungs are saved with the experiment: after a kill and --resume, the same trials stop at the same epochs."""
+    config = write_config(tmp_path, max_epochs=3, num_samples=5, grace_period=1, patience=5,
+                          max_concurrent_trials=1)  # one trial at a time: ASHA's decisions are deterministic
+    args = ["--preset", "smoke", "--config", str(config), "--variants", "denseaspp_voc"]
+    whole = compare(*args, "--name", "whole", folder=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    driver = subprocess.Popen([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "ray"), *args,
+                               "--name", "killed"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and list(trial_statuses(tmp_path / "ray" / "killed").values()).count("TERMINATED") < 2:
+        assert driver.poll() is None, "the study finished before it could be interrupted"
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    resumed = compare(*args, "--name", "killed", "--resume", folder=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def stops(name):
+        trials = pd.read_csv(tmp_path / "results" / name / "all_trials.csv")
+        return sorted(zip(trials["lr"].round(12), trials["epochs"], trials["ended_by"]))
+
+    assert any(ended == "ASHA" for _, _, ended in stops("whole"))  # there was pruning to keep
+    assert stops("killed") == stops("whole")
+
+
+LISTENERS = """
+import json, sys
+from pathlib import Path
+import ray
+from petseg.tune.config import resolve_config
+from petseg.tune.cluster import start_local_ray
+start_local_ray(resolve_config("smoke", overrides={"ray_metrics": sys.argv[1] == "on"}))
+port = ray.nodes()[0]["MetricsExportPort"]
+# /proc/net/tcp{,6}: local address "IP:PORT" in hex (2nd column), state 0A = LISTEN (4th column).
+rows = [line.split() for name in ("tcp", "tcp6") for line in Path("/proc/net", name).read_text().splitlines()[1:]]
+listening = {int(row[1].rsplit(":", 1)[1], 16) for row in rows if row[3] == "0A"}
+print(json.dumps({"metrics_port_listens": port in listening}))
+ray.shutdown()
+"""
+
+
+def test_the_local_ray_keeps_token_auth_and_exports_no_metrics_unless_asked(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_enable_metrics"))}
+    refused = compare("--preset", "smoke", "--config", str(write_config(tmp_path)), folder=tmp_path, timeout=120,
+                      env={**env, "RAY_AUTH_MODE": "disabled"})
+    assert refused.returncode == 2 and "RAY_AUTH_MODE=disabled" in refused.stderr
+    assert "--allow-unauthenticated-ray" in refused.stderr
+    for metrics, listens in (("off", False), ("on", True)):
+        probe = subprocess.run([sys.executable, "-c", LISTENERS, metrics], capture_output=True, text=True, timeout=120,
+                               cwd=tmp_path, env=env)
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        assert json.loads(probe.stdout.splitlines()[-1]) == {"metrics_port_listens": listens}, metrics

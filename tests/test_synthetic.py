@@ -1,11 +1,15 @@
 """The generated dataset must look like the real Oxford-IIIT Pet to every reader of it."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 from torchvision.datasets import OxfordIIITPet
 
-from petseg.synthetic import breed_ids, write_dataset
+from petseg.errors import ConfigError
+from petseg.synthetic import breed_ids, write_dataset, write_voc
 from petseg.synthetic.__main__ import main as synthetic_main
 
 
@@ -92,12 +96,42 @@ def test_same_seed_writes_identical_files_and_another_seed_differs(tmp_path):
     assert _images(first)[0].read_bytes() != _images(other)[0].read_bytes()
 
 
-def test_rejects_too_few_images(tmp_path):
-    with pytest.raises(ValueError, match="num_images=1"):
+def test_rejects_too_few_images_or_too_small_ones(tmp_path):
+    with pytest.raises(ConfigError, match="num_images=1"):
         write_dataset(tmp_path, num_images=1)
+    with pytest.raises(ConfigError, match="size=8"):
+        write_voc(tmp_path, num_images=4, size=8)
 
 
 def test_cli_writes_and_reports(tmp_path, capsys):
     assert synthetic_main(["--root", str(tmp_path), "--num-images", "4", "--size", "32"]) == 0
     assert "wrote 4 images" in capsys.readouterr().out
     assert len(_images(tmp_path)) == 4 and len(_trimaps(tmp_path)) == 4
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--num-images", "1"], "--num-images 1: give at least 2"),
+    (["--num-images", "-3"], "--num-images -3: give at least 2"),
+    (["--size", "0"], "--size 0: give at least 16 pixels"),
+    (["--kind", "ade20k", "--size", "8"], "--size 8: give at least 16 pixels"),
+])
+def test_cli_names_a_bad_flag_and_writes_nothing(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        synthetic_main(["--root", str(tmp_path / "out"), *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["pets", "voc", "sbd", "ade20k"])
+def test_cli_names_a_root_it_cannot_write(kind, tmp_path, capsys):
+    root = tmp_path / "a_file"  # a file, not a folder: unwritable as a root even for root
+    root.write_text("")
+    assert synthetic_main(["--kind", kind, "--root", str(root), "--num-images", "2", "--size", "16"]) == 2
+    assert f"error: --root {root}: cannot write the dataset there" in capsys.readouterr().err
+
+
+def test_cli_process_exits_2_without_a_traceback(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "petseg.synthetic", "--root", str(tmp_path), "--num-images", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--num-images 1: give at least 2" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -51,14 +51,15 @@ def _torchvision_model(spec: VariantSpec, num_classes: int, pretrained: bool) ->
 
 def _denseaspp_model(spec: VariantSpec, num_classes: int, pretrained: bool, head_weights) -> FrozenBackboneSegmenter:
     backbone = DilatedDenseNet(int(spec.arch.removeprefix("densenet")))
+    head = DenseASPPHead(backbone.out_channels, num_classes, spec.rates)
+    if head_weights is not None:  # read first: an unusable head file is named even before any download
+        file_backbone, tensors, others = split_head_checkpoint(load_state_dict_file(head_weights))
+        report = load_head(head, tensors, str(head_weights))
     if pretrained:
         state = rename_legacy_densenet_keys(load_state_dict_file(WEIGHTS[spec.arch].url))
         features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         backbone.features.load_state_dict(features)
-    head = DenseASPPHead(backbone.out_channels, num_classes, spec.rates)
     if head_weights is not None:
-        file_backbone, tensors, others = split_head_checkpoint(load_state_dict_file(head_weights))
-        report = load_head(head, tensors, str(head_weights))
         report.not_head = len(file_backbone) + others
         ours = f"{WEIGHTS[spec.arch].url.rsplit('/', 1)[-1]} (ImageNet)" if pretrained else "random init"
         check_head_backbone(backbone.features, file_backbone, report, ours)

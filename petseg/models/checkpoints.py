@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import PARTS
 from ..errors import CheckpointError
 from .registry import VARIANTS
 from .segmenter import FrozenBackboneSegmenter
@@ -26,6 +27,10 @@ from .weights import rename_legacy_densenet_keys
 
 TRIAL_STATE_FILE = "state.pt"
 BEST_KEYS = ("variant", "lr", "epoch", "head", "config", "data")
+# Inside a best checkpoint: what model_from_config rebuilds the model with, and what inference resizes and
+# normalises photos with and evaluate.py splits the dataset with.
+BEST_CONFIG_KEYS = ("pretrained", "seed")
+BEST_DATA_KEYS = ("size", "mean", "std", "split")
 HEAD_PREFIX = "head."
 # The public DenseASPP code saved its backbone as `pretrained.features.*` (older releases) or
 # `features.*` (the original code, and what petseg writes).
@@ -69,10 +74,67 @@ def load_best_checkpoint(path: str | Path) -> dict:
     if missing:
         raise CheckpointError(f"{path}: not a petseg best checkpoint (missing {missing}); use a file from "
                               "results/<name>/checkpoints/ or rebuild it with experiments/report.py")
-    if checkpoint["variant"] not in VARIANTS:
+    if not isinstance(checkpoint["variant"], str) or checkpoint["variant"] not in VARIANTS:
         raise CheckpointError(f"{path}: unknown variant {checkpoint['variant']!r}; this petseg knows "
                               f"{', '.join(VARIANTS)}")
+    problems = _best_problems(checkpoint)
+    if problems:
+        raise CheckpointError(f"{path}: a broken best checkpoint: {'; '.join(problems)}; restore the file the "
+                              "study wrote or rebuild it with experiments/report.py")
     return checkpoint
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _best_problems(checkpoint: dict) -> list[str]:
+    """What a best checkpoint (all BEST_KEYS present) lacks or holds wrongly for inference, one phrase each."""
+    problems = [f"{key} is {checkpoint[key]!r}, not a number" for key in ("lr", "epoch")
+                if not _is_number(checkpoint[key])]
+    head = checkpoint["head"]
+    if not isinstance(head, dict) or not all(isinstance(value, torch.Tensor) for value in head.values()):
+        problems.append("head is not a dict of tensors")
+    for section, keys in (("config", BEST_CONFIG_KEYS), ("data", BEST_DATA_KEYS)):
+        values = checkpoint[section]
+        if not isinstance(values, dict):
+            problems.append(f"{section} is a {type(values).__name__}, not a dict")
+        elif any(key not in values for key in keys):
+            problems.append(f"{section} lacks {', '.join(repr(key) for key in keys if key not in values)}")
+    if problems:  # the values themselves are checked once they are all there
+        return problems
+    return _config_problems(checkpoint["config"]) + _data_problems(checkpoint["data"])
+
+
+def _config_problems(config: dict) -> list[str]:
+    """What is wrong with a best checkpoint's config['pretrained'] and config['seed']."""
+    problems = []
+    if not isinstance(config["pretrained"], bool):
+        problems.append(f"config['pretrained'] is {config['pretrained']!r}, not true or false")
+    if not _is_integer(config["seed"]):
+        problems.append(f"config['seed'] is {config['seed']!r}, not an integer")
+    return problems
+
+
+def _data_problems(data: dict) -> list[str]:
+    """What is wrong with a best checkpoint's data['size'], ['mean'], ['std'] and ['split']."""
+    problems = []
+    if not _is_integer(data["size"]) or data["size"] < 1:
+        problems.append(f"data['size'] is {data['size']!r}, not a positive integer")
+    for key in ("mean", "std"):
+        values = data[key]
+        if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(map(_is_number, values))):
+            problems.append(f"data[{key!r}] is {values!r}, not 3 numbers (red, green, blue)")
+        elif key == "std" and 0 in values:
+            problems.append(f"data['std'] is {values!r}; photos are divided by it, so none may be 0")
+    split = data["split"]
+    if not (isinstance(split, dict) and all(isinstance(split.get(part), list) for part in PARTS)):
+        problems.append(f"data['split'] lacks the lists of image names under {', '.join(map(repr, PARTS))}")
+    return problems
 
 
 def split_head_checkpoint(state: dict[str, torch.Tensor]) -> tuple[dict, dict, int]:

@@ -177,6 +177,41 @@ def _predict_shown(model, dataset, device: torch.device) -> list[torch.Tensor]:
         return list(model(images).argmax(dim=1).cpu())
 
 
+CONSOLE_COLUMNS = {"model": "Model", "test_pixel_accuracy": "Pixel acc.", "test_weighted_iou": "Weighted mIoU",
+                   "test_mean_iou": "mIoU", "prediction_ms_per_image": "ms/image", "best_lr": "Best lr",
+                   "epochs": "Epochs"}
+
+
+def console_summary(results: Path) -> str:
+    """What a finished study prints last: Table 2's main columns, one paragraph on the verdicts, where the report is."""
+    try:
+        comparison = pd.read_csv(results / "comparison.csv")
+    except pd.errors.EmptyDataError:  # what an empty comparison writes
+        return f"no variant finished a trial; see {results / 'all_trials.csv'}"
+    table = comparison[list(CONSOLE_COLUMNS)].rename(columns=CONSOLE_COLUMNS)
+    return ("\nTable 2 (test split):\n\n" + markdown_table(table) + "\n"
+            + verdict_summary(pd.read_csv(results / "pairwise.csv"), dict(zip(comparison["key"], comparison["model"])))
+            + f"\n\nFull report, intervals and figures: {results / 'report.md'}")
+
+
+def verdict_summary(tests: pd.DataFrame, names: dict[str, str]) -> str:
+    """One paragraph: which variants differ on weighted mIoU (Holm-corrected), counted for every metric and unit."""
+    if tests.empty:
+        return "Only one variant was scored, so there are no paired tests."
+    sentences = []
+    for unit, group in tests.groupby("unit", sort=False):
+        better = group[group["verdict"] != "not distinguishable"]
+        headline = better[better["metric"] == "weighted_iou"]
+        pairs = [f"{row.verdict.removesuffix(' better')} > "
+                 f"{names[row.b] if row.verdict.startswith(names[row.a]) else names[row.a]}"
+                 for row in headline.itertuples()]
+        sentences.append(
+            f"About {unit}: {len(better)} of {len(group)} paired tests (Holm-corrected, 95%) find a difference; "
+            + (f"on weighted mIoU {', '.join(pairs)}" if pairs else "none on weighted mIoU")
+            + "; every other pair is not distinguishable on this test set.")
+    return " ".join(sentences)
+
+
 def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame) -> str:
     """The comparison as Markdown: metrics with intervals, seeds if any, then the verdicts and what they cover."""
     if comparison.empty:

@@ -7,11 +7,12 @@ from pathlib import Path
 from ray import tune
 
 from ..data import DataSpec, make_data_spec
-from ..errors import DatasetError, StudyError, WeightsUnavailableError
-from ..models import build_seeded_model
+from ..errors import DatasetError, StudyError
 from ..report import analysis
-from ..tune.config import StudyConfig, missing_heads, missing_heads_message, resolve_head_weights
+from ..tune.config import (StudyConfig, check_head_files, missing_heads, missing_heads_message,
+                           resolve_head_weights)
 from ..tune.results import best_trials, trial_records
+from ..tune.cluster import ray_session
 from ..tune.runner import experiment_path, open_study, run_search, saved_data
 
 
@@ -45,34 +46,31 @@ def prepare_data(config: StudyConfig) -> DataSpec:
 
 
 def run_study(config: StudyConfig, resume: bool = False) -> Path:
-    """Run (or resume) the study and write results/<name>/; returns that folder."""
+    """Run (or resume) the study and write results/<name>/; returns that folder.
+
+    Everything that can stop it is checked before any file is written: the folders, the cluster address
+    and a trial's resources, the head files and the dataset. An interrupted search raises SearchInterrupted
+    and writes no comparison.
+    """
     config, path = open_study(config, resume)
     if not resume:  # found once here, so every trial and the analysis use the same files (a resume keeps them)
         config = config.replace(head_weights=resolve_head_weights(config))
         missing = missing_heads(config, config.search.head_weights)
         if missing and not config.search.allow_random_heads:
             raise StudyError(missing_heads_message(config, missing))
+        dataset_root(config)  # a missing data root is named before Ray starts
     check_head_files(config)
-    data = saved_data(path) if resume else prepare_data(config)
-    run_search(config, data, resume)
-    seeds_path = None
-    if config.search.seeds:
-        seeds_config = seeds_study(config)
-        seeds_path = experiment_path(seeds_config)
-        run_search(seeds_config, data, tune.Tuner.can_restore(str(seeds_path)), fixed=seed_trials(config, path))
+    with ray_session(config):
+        data = saved_data(path) if resume else prepare_data(config)
+        run_search(config, data, resume)
+        seeds_path = None
+        if config.search.seeds:
+            seeds_config = seeds_study(config)
+            seeds_path = experiment_path(seeds_config)
+            run_search(seeds_config, data, tune.Tuner.can_restore(str(seeds_path)), fixed=seed_trials(config, path))
     results = analysis.write_report(config, data, path, seeds_path)
-    print((results / "comparison.md").read_text())
+    print(analysis.console_summary(results), flush=True)
     return results
-
-
-def check_head_files(config: StudyConfig) -> None:
-    """Load every head file into its variant once, here in the driver, before any trial: a file that is
-    unreadable, holds no such head or was trained on another backbone stops the study, naming it."""
-    for variant, path in config.search.head_weights.items():
-        try:
-            build_seeded_model(variant, config.search.pretrained, config.search.seed, head_weights=path)
-        except WeightsUnavailableError as err:
-            raise StudyError(f"head file for {variant}: {err}") from err
 
 
 def seeds_study(config: StudyConfig) -> StudyConfig:

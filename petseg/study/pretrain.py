@@ -21,6 +21,7 @@ from ..models.checkpoints import load_trial_state, public_head_state, save_head_
 from ..report.tables import markdown_table
 from ..tune.config import StudyConfig
 from ..tune.results import best_last_checkpoints
+from ..tune.cluster import ray_session
 from ..tune.runner import check_writable, open_study, run_search, saved_data
 
 METRIC = "val_mean_iou"  # the usual score of VOC / ADE20K; weighted mIoU would favour background and wall
@@ -94,11 +95,12 @@ def pretrain_heads(config: StudyConfig, dataset: str, sbd_root: str | None = Non
     output_dir = Path(output).expanduser().resolve() if output else weights_cache_dir()
     check_writable(output_dir, "--output folder")
     config, path = open_study(config, resume)
-    data = saved_data(path) if resume else prepare_pretrain_data(config, dataset, sbd_root)
-    if data.kind != dataset:
-        raise StudyError(f"study {config.run.name!r} pretrained on {data.kind}, not {dataset}; "
-                         "pass its --dataset or another --name")
-    run_search(config, data, resume, metric=METRIC)
+    with ray_session(config):
+        data = saved_data(path) if resume else prepare_pretrain_data(config, dataset, sbd_root)
+        if data.kind != dataset:
+            raise StudyError(f"study {config.run.name!r} pretrained on {data.kind}, not {dataset}; "
+                             "pass its --dataset or another --name")
+        run_search(config, data, resume, metric=METRIC)
     table = export_heads(config, data, path, output_dir)
     results = Path(config.run.results_dir).expanduser().resolve() / config.run.name
     results.mkdir(parents=True, exist_ok=True)

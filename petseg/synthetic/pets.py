@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..errors import ConfigError
+
 # The 37 real breed names; cats are capitalised, dogs lowercase, as in the real file names.
 BREEDS = (
     "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle",
@@ -27,6 +29,9 @@ BREEDS = (
 USED_BREEDS = ("Abyssinian", "Bengal", "Persian", "american_bulldog", "beagle", "pug")
 
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
+# The smallest dataset every writer makes: one image per list (trainval / test, train / val), and sides
+# with room for a shape and its border band.
+MIN_IMAGES, MIN_SIZE = 2, 16
 
 
 def breed_ids(breed: str) -> tuple[int, int, int]:
@@ -144,10 +149,10 @@ def _sort_key(name: str) -> tuple[str, int]:
 
 def write_dataset(root: str | Path, num_images: int = 24, size: int = 96, seed: int = 0) -> Path:
     """Write num_images samples under <root>/oxford-iiit-pet (about half trainval, half test); return root."""
-    if num_images < 2:
-        raise ValueError(f"num_images={num_images}: need at least 2 (one for trainval, one for test)")
-    if size < 16:
-        raise ValueError(f"size={size}: need at least 16 pixels for a pet and its border band")
+    if num_images < MIN_IMAGES:
+        raise ConfigError(f"num_images={num_images}: need at least {MIN_IMAGES} (one for trainval, one for test)")
+    if size < MIN_SIZE:
+        raise ConfigError(f"size={size}: need at least {MIN_SIZE} pixels for a pet and its border band")
     root = Path(root)
     base = root / "oxford-iiit-pet"
     images_dir, trimaps_dir = base / "images", base / "annotations" / "trimaps"

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ..drawing import voc_palette
-from .pets import TRIMAP_BORDER, background_colour, pet_mask, texture, trimap_from_mask
+from ..errors import ConfigError
+from .pets import MIN_IMAGES, MIN_SIZE, TRIMAP_BORDER, background_colour, pet_mask, texture, trimap_from_mask
 
 VOC_IGNORE = 255
 VOC_OBJECT_CLASSES = (1, 8, 12, 15, 20)  # aeroplane, cat, dog, person, tvmonitor: both ends of 1..20
@@ -74,10 +75,10 @@ def _voc_scene(seed: int, index: int, size: int) -> tuple[Image.Image, np.ndarra
 
 
 def _check_args(num_images: int, size: int) -> None:
-    if num_images < 2:
-        raise ValueError(f"num_images={num_images}: need at least 2 (one per split)")
-    if size < 16:
-        raise ValueError(f"size={size}: need at least 16 pixels for objects and their outline band")
+    if num_images < MIN_IMAGES:
+        raise ConfigError(f"num_images={num_images}: need at least {MIN_IMAGES} (one per split)")
+    if size < MIN_SIZE:
+        raise ConfigError(f"size={size}: need at least {MIN_SIZE} pixels for objects and their outline band")
 
 
 def _write_list(path: Path, names: Sequence[str]) -> None:

@@ -19,7 +19,9 @@ import hashlib
 import json
 import shutil
 import sys
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -127,12 +129,42 @@ def backbone_batches(model: FrozenBackboneSegmenter, dataset: Dataset, device: t
             yield backbone(images).float(), masks
 
 
+class BuildProgress:
+    """Says how a cache build goes: a line at most every `every` seconds with the share done, rate and ETA."""
+
+    def __init__(self, report: Callable[[str], None], what: str, total: int, every: float = 30.0):
+        self.report, self.what, self.total, self.every = report, what, total, every
+        self.started = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        """Report `done` of the total items built, if a line is due (and always at the end)."""
+        now = time.monotonic()
+        if done < self.total and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        eta = (self.total - done) / rate if rate else float("inf")
+        bar = "#" * round(20 * done / self.total)
+        self.report(f"{self.what}: [{bar:<20}] {done}/{self.total} ({100 * done / self.total:.0f}%), "
+                    f"{rate:.1f} images/s, " + ("done" if done == self.total else f"ETA {format_seconds(eta)}"))
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration as "1h02m", "3m05s" or "12s"."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset, cache_dir: str | Path,
                     device: torch.device, batch_size: int = 16, amp: bool = True,
-                    backbone_key: str | None = None) -> FeatureDataset | None:
+                    backbone_key: str | None = None, progress: Callable[[str], None] = print
+                    ) -> FeatureDataset | None:
     """The features of `dataset` from the cache, built once if absent; None if it cannot be cached.
 
-    backbone_key: the model's backbone_fingerprint, when the caller already has it.
+    backbone_key: the model's backbone_fingerprint, when the caller already has it. progress receives
+    lines about a build (share done, rate, ETA, then its size and folder).
     """
     if not cacheable(dataset):
         return None
@@ -148,14 +180,16 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
 
     def fill(arrays):
         start = 0
+        built = BuildProgress(progress, f"feature cache ({len(dataset)} images, {precision})", len(dataset))
         for features, masks in backbone_batches(model, dataset, device, batch_size, amp):
             stop = start + len(features)
             arrays["features"][start:stop] = features.cpu().numpy().astype(FEATURE_DTYPE)
             arrays["masks"][start:stop] = masks.numpy().astype(np.uint8)
             start = stop
+            built.update(stop)
         size = sum(array.nbytes for array in arrays.values())
-        print(f"[petseg] feature cache built: {len(dataset)} items, {size / 2**20:.1f} MiB in {folder} "
-              f"(python -m petseg.train.features lists and clears caches)", flush=True)
+        progress(f"feature cache built: {len(dataset)} items, {size / 2**20:.1f} MiB in {folder} "
+                 "(python -m petseg.train.features lists and clears caches)")
 
     meta = {"items": len(dataset), "shape": [int(channels), int(height), int(width)], "dtype": "float16",
             "computed_in": precision,

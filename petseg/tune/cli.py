@@ -17,7 +17,17 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
                         "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.train.features` lists or clears it")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name "
+                        "(found under --storage-path; its saved search settings win, the run flags apply)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=None,
+                        help="Ray's and Tune's own console output and every trial's log lines (always in the "
+                        "experiment folder)")
+    parser.add_argument("--local-gpus", type=float, help="GPUs the local Ray advertises (default: those it finds)")
+    parser.add_argument("--ray-metrics", action="store_true", default=None,
+                        help="keep the local Ray's Prometheus metrics export (off by default; it listens on every "
+                        "interface)")
+    parser.add_argument("--allow-unauthenticated-ray", action="store_true", default=None,
+                        help="run the local Ray even with RAY_AUTH_MODE=disabled (only on a closed network)")
 
 
 def runner_overrides(args: argparse.Namespace) -> dict:
@@ -25,4 +35,6 @@ def runner_overrides(args: argparse.Namespace) -> dict:
     return {"address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path,
             "name": args.name, "results_dir": args.results_dir, "num_samples": args.num_samples,
             "max_epochs": args.max_epochs, "gpus_per_trial": args.gpus_per_trial,
-            "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir}
+            "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir, "verbose": args.verbose,
+            "local_gpus": args.local_gpus, "ray_metrics": args.ray_metrics,
+            "allow_unauthenticated_ray": args.allow_unauthenticated_ray}

@@ -3,16 +3,19 @@ validating loader; saved as a plain dict with every result."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from ..disk import default_cache_dir
-from ..errors import ConfigError
-from ..models import VARIANTS, find_head_weights, weights_cache_dir
+from ..errors import ConfigError, WeightsUnavailableError
+from ..models import VARIANTS, build_seeded_model, find_head_weights, weights_cache_dir
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, sampler_plan
 
 
@@ -69,10 +72,87 @@ class RunConfig:
     num_workers: int | None = None  # DataLoader workers per trial; None: one fewer than cpus_per_trial
     max_failures: int = 1
     max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
+    verbose: bool = False  # Ray's and Tune's own console output, and every trial's log lines
+    # The embedded local Ray (no address): GPUs it advertises (None: those it finds), its Prometheus
+    # metrics export (off unless asked), and running it without token authentication (refused unless asked).
+    local_gpus: float | None = None
+    ray_metrics: bool = False
+    allow_unauthenticated_ray: bool = False
 
 
 SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchConfig))
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+FIELD_TYPES = {**typing.get_type_hints(SearchConfig), **typing.get_type_hints(RunConfig)}
+
+
+def typed(name: str, value, annotation, source: str = ""):
+    """`value` as field `name`'s type, or a ConfigError naming the field, what it got and what it takes.
+
+    YAML reads 1e-5 (no dot) as a string: numeric strings are taken as numbers. Booleans never pass
+    as numbers, fractions never as whole numbers, and NaN or infinity never as any number.
+    """
+    def fail(wanted: str):
+        raise ConfigError(f"{name}{source} must be {wanted}, got {value!r} ({type(value).__name__})")
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options:
+            try:
+                return typed(name, value, option, source)
+            except ConfigError:
+                continue
+        fail(" or ".join(_describe(a) for a in options) + (" (or left out)" if type(None) in args else ""))
+    if annotation is bool:
+        return value if isinstance(value, bool) else fail("true or false")
+    if annotation in (int, float):
+        number = _number(value)
+        if number is None:
+            fail(_describe(annotation))
+        if annotation is int:
+            return int(number) if float(number).is_integer() else fail("a whole number")
+        return float(number)
+    if annotation is str:
+        return value if isinstance(value, str) else fail("a string")
+    if origin is list:
+        if not isinstance(value, list):
+            fail(f"a list ({_describe(annotation)}), e.g. [{'a, b' if args[0] is str else '1e-5, 1e-2'}]")
+        return [typed(f"{name}[{index}]", item, args[0], source) for index, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail(_describe(annotation))
+        return {typed(f"{name} key", key, args[0], source): typed(f"{name}[{key!r}]", item, args[1], source)
+                for key, item in value.items()}
+    raise TypeError(f"no check for {name}'s type {annotation}")
+
+
+def _number(value) -> float | int | None:
+    """A finite int or float from a number or numeric string, else None (booleans are not numbers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return value
+    return None
+
+
+def _describe(annotation) -> str:
+    """A type as a message says it: "a whole number", "a list of strings", ..."""
+    names = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}
+    if annotation in names:
+        return names[annotation]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    if origin is dict:
+        return f"a mapping of {_describe(args[0]).removeprefix('a ')}s to {_describe(args[1]).removeprefix('a ')}s"
+    return str(annotation)
 
 
 @dataclass
@@ -85,11 +165,9 @@ class StudyConfig:
 
     @classmethod
     def from_flat(cls, values: dict, source: str = "") -> "StudyConfig":
-        """The config with `values` (field -> value, either part) over the defaults; unknown keys are a ConfigError."""
-        unknown = sorted(set(values) - set(SEARCH_FIELDS) - set(RUN_FIELDS))
-        if unknown:
-            raise ConfigError(f"unknown config keys {unknown}{source}; valid keys: "
-                              f"{', '.join(sorted(SEARCH_FIELDS + RUN_FIELDS))}")
+        """The config with `values` (field -> value, either part) over the defaults, each value checked against
+        its field's type; unknown keys and wrong types are a ConfigError naming the field."""
+        values = checked_values(values, source)
         return cls(SearchConfig(**{k: v for k, v in values.items() if k in SEARCH_FIELDS}),
                    RunConfig(**{k: v for k, v in values.items() if k in RUN_FIELDS}))
 
@@ -149,16 +227,27 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     values = dict(PRESETS[preset])
     if yaml_file is not None:
-        values.update(_read_yaml(Path(yaml_file)))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        values.update(checked_values(_read_yaml(Path(yaml_file)), f" in {yaml_file}"))
+    values.update(checked_values({k: v for k, v in (overrides or {}).items() if v is not None}, " (a flag)"))
     values["preset"] = preset  # a record of where the defaults came from, not a setting
-    config = StudyConfig.from_flat(values, _where(yaml_file))
+    config = StudyConfig.from_flat(values)
     validate(config)
     return config
 
 
-def _where(yaml_file) -> str:
-    return f" in {yaml_file}" if yaml_file else ""
+def known(values: dict, source: str = "") -> dict:
+    """`values` if every key is a config field, else a ConfigError listing the unknown ones and the valid keys."""
+    unknown = sorted(set(values) - set(SEARCH_FIELDS) - set(RUN_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}{source}; valid keys: "
+                          f"{', '.join(sorted(SEARCH_FIELDS + RUN_FIELDS))}")
+    return values
+
+
+def checked_values(values: dict, source: str = "") -> dict:
+    """`values` with each one as its field's type; unknown keys or wrong types are a ConfigError naming the
+    field and `source` (where the value came from)."""
+    return {name: typed(name, value, FIELD_TYPES[name], source) for name, value in known(values, source).items()}
 
 
 def _read_yaml(path: Path) -> dict:
@@ -187,6 +276,10 @@ def validate(config: StudyConfig) -> None:
             raise ConfigError(f"lr_range has unknown family {family!r}; use 'denseaspp' and 'torchvision'")
         if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
             raise ConfigError(f"lr_range for {family} is {bounds}: give [low, high] with 0 < low < high")
+    needed = sorted({VARIANTS[v].family for v in config.search.variants} - set(config.search.lr_range))
+    if needed:
+        raise ConfigError(f"lr_range has no range for {', '.join(needed)}, which the selected variants train; "
+                          "give lr_range: {denseaspp: [low, high], torchvision: [low, high]}")
     positive = ("image_size", "batch_size", "max_epochs", "patience", "num_samples", "grace_period",
                 "timing_repeats")
     for name in positive:
@@ -216,6 +309,16 @@ def validate(config: StudyConfig) -> None:
     if config.run.cpus_per_trial <= 0 or config.run.gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0 "
                           f"(got {config.run.cpus_per_trial}, {config.run.gpus_per_trial})")
+    if config.run.local_gpus is not None and config.run.local_gpus < 0:
+        raise ConfigError(f"local_gpus must be 0 or more (or left out to detect them), got {config.run.local_gpus}")
+    if config.run.max_failures < 0:
+        raise ConfigError(f"max_failures must be 0 or more (retries of a failed trial), got {config.run.max_failures}; "
+                          "a negative value would retry a failing trial forever")
+    if config.search.synthetic_images and config.search.synthetic_images < 4:
+        raise ConfigError(f"synthetic_images must be 0 (a real dataset) or at least 4 (one image for each of train, "
+                          f"val and test, and a spare), got {config.search.synthetic_images}")
+    if config.search.synthetic_images < 0:
+        raise ConfigError(f"synthetic_images must be 0 or more, got {config.search.synthetic_images}")
 
 
 def loader_workers(num_workers: int | None, cpus_per_trial: float) -> int:
@@ -274,6 +377,17 @@ def missing_heads_message(config: StudyConfig, missing: list[str]) -> str:
             + "\n(they are written to $TORCH_HOME/hub/checkpoints, where the study looks; or pass --output DIR "
             "there and --head-weights DIR here), or pass --allow-random-heads to run these variants with "
             "random-init heads, labelled \"random init\" in every table and figure")
+
+
+def check_head_files(config: StudyConfig, heads: dict[str, str] | None = None) -> None:
+    """Load every head file (config.search.head_weights, or `heads`) into its variant once, in the driver
+    before any trial: a file that is unreadable, holds no such head or was trained on another backbone
+    raises ConfigError naming it."""
+    for variant, path in (config.search.head_weights if heads is None else heads).items():
+        try:
+            build_seeded_model(variant, config.search.pretrained, config.search.seed, head_weights=path)
+        except WeightsUnavailableError as err:
+            raise ConfigError(f"head file for {variant}: {err}") from err
 
 
 def search_plan(config: StudyConfig, variant: str) -> str:

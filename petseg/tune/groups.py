@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import partial
 
 import optuna
+from ray.tune import Callback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -145,6 +146,25 @@ class VariantScheduler(FIFOScheduler):
     def debug_string(self) -> str:
         """Per-variant ASHA state for Tune's status output."""
         return "\n".join(f"{variant}: {s.debug_string()}" for variant, s in self.schedulers.items())
+
+
+class SchedulerState(Callback):
+    """Saves the per-variant ASHA rungs with every experiment snapshot and puts them back on restore.
+
+    Tune restores a searcher's state but not a scheduler's; without this a resumed study would meet empty
+    rungs and let trials run epochs that the uninterrupted study would have cut.
+    """
+
+    def __init__(self, scheduler: VariantScheduler):
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict:
+        """Every variant's ASHA, rungs and trial brackets included (pickled by Tune with the experiment)."""
+        return {"schedulers": self.scheduler.schedulers}
+
+    def set_state(self, state: dict) -> None:
+        """Restore the rungs saved with the experiment into the scheduler the restored search uses."""
+        self.scheduler.schedulers = state["schedulers"]
 
 
 

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -15,11 +14,15 @@ from pathlib import Path
 import ray
 import yaml
 from ray import tune
+from ray.util.queue import Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..data import DataSpec
-from ..errors import StudyError
-from .config import StudyConfig, load_config, lr_bounds
-from .groups import FixedTrials, VariantScheduler, VariantSearcher
+from ..errors import SearchInterrupted, StudyError
+from . import progress
+from .config import StudyConfig, load_config, lr_bounds, resolve_config
+from .cluster import check_address, trial_slots
+from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher
 from .trainable import train_variant
 
 METRIC, MODE = "val_weighted_iou", "max"
@@ -47,80 +50,18 @@ def check_writable(folder: Path, what: str) -> None:
             shutil.rmtree(created)
 
 
-def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast, naming the address, when a Ray cluster's GCS port does not answer."""
-    if address == "auto":
-        return
-    host_port = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = host_port.rpartition(":")
-    if not host or not port.isdigit():
-        raise StudyError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as err:
-        raise StudyError(f"cannot reach the Ray cluster at {address} ({err}); check the address and that "
-                         "the head node is running (`ray status` on it)") from err
-
-
-def connect(config: StudyConfig) -> None:
-    """Join the cluster at config.run.address, or start a local Ray bound to a loopback address."""
-    if not config.run.address:
-        ray.init(_node_ip_address=config.run.ray_node_ip, include_dashboard=False, log_to_driver=True)
-        return
-    try:
-        ray.init(address=config.run.address, log_to_driver=True)
-    except ConnectionError as err:
-        token = "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ
-        raise StudyError(
-            f"the Ray cluster at {config.run.address} refused this driver ({err}). A cluster started with "
-            "RAY_AUTH_MODE=token admits only drivers holding its token: set RAY_AUTH_MODE=token and "
-            "RAY_AUTH_TOKEN_PATH=<token file> (or RAY_AUTH_TOKEN) here"
-            + (" — a token is set, so check that it is the cluster's" if token else "")) from err
-
-
 def trial_dirname(trial) -> str:
     """Short trial folder names: the variant and the trial id (the config is in params.json)."""
     return f"{trial.config['variant']}_{trial.trial_id}"
 
 
-class TrialLines(tune.Callback):
-    """One concise line per finished or errored trial."""
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        """Print variant, lr, epochs run and the best val weighted mIoU of a finished trial."""
-        result = trial.last_result or {}
-        print(f"[petseg] done {trial.config['variant']} lr={trial.config['lr']:.3g} "
-              f"epochs={result.get('epoch', 0)} best val wIoU={result.get('best_val_weighted_iou', float('nan')):.4f}",
-              flush=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        """Print which trial errored; the reason is in its error file and all_trials.csv."""
-        print(f"[petseg] error {trial.config['variant']} lr={trial.config['lr']:.3g}: see {trial.local_path}",
-              flush=True)
-
-
-def resourced_trainable(config: StudyConfig, data: DataSpec):
-    """The trainable with the data spec bound and the per-trial resources attached."""
-    return tune.with_resources(tune.with_parameters(train_variant, data=data),
+def resourced_trainable(config: StudyConfig, data: DataSpec, messages):
+    """The trainable with the data spec and the console queue bound and the per-trial resources attached."""
+    return tune.with_resources(tune.with_parameters(train_variant, data=data, messages=messages),
                                {"cpu": config.run.cpus_per_trial, "gpu": config.run.gpus_per_trial})
 
 
-def trial_slots(config: StudyConfig) -> int:
-    """How many trials run at once: config.run.max_concurrent_trials, or what the cluster's resources fit now.
-
-    Tune admits one pending trial at a time for a custom searcher unless told a concurrency, which
-    would run the study one trial after another.
-    """
-    if config.run.max_concurrent_trials:
-        return config.run.max_concurrent_trials
-    resources = ray.cluster_resources()
-    slots = resources.get("CPU", 0) // config.run.cpus_per_trial
-    if config.run.gpus_per_trial:
-        slots = min(slots, resources.get("GPU", 0) // config.run.gpus_per_trial)
-    return max(1, int(slots))
-
-
-def make_tuner(config: StudyConfig, data: DataSpec, metric: str = METRIC, fixed: list[dict] | None = None
+def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METRIC, fixed: list[dict] | None = None
                ) -> tune.Tuner:
     """A Tuner over every selected variant with per-variant search and ASHA, both maximising `metric`.
 
@@ -136,7 +77,7 @@ def make_tuner(config: StudyConfig, data: DataSpec, metric: str = METRIC, fixed:
                                      ) if config.search.asha else None
         trials = config.search.num_samples * len(config.search.variants)
     return tune.Tuner(
-        resourced_trainable(config, data),
+        resourced_trainable(config, data, messages),
         param_space=config.trial_params(),
         tune_config=tune.TuneConfig(metric=metric, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                     num_samples=trials, max_concurrent_trials=trial_slots(config),
@@ -149,7 +90,9 @@ def make_tuner(config: StudyConfig, data: DataSpec, metric: str = METRIC, fixed:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             # Trials write TensorBoard images into their trial folder: carry them to the storage path.
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[TrialLines()],
+            callbacks=[progress.TrialLines(config), *([SchedulerState(scheduler)] if scheduler else [])],
+            # Trial stdout and stderr go to files in each trial's folder; the console gets petseg's lines.
+            log_to_file=True, verbose=2 if config.run.verbose else 0,
         ),
     )
 
@@ -159,6 +102,9 @@ def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
     path = experiment_path(config)
     check_writable(path.parent, "storage path")
     check_writable(Path(config.run.results_dir).expanduser().resolve(), "results folder")
+    check_writable(Path(config.run.cache_dir).expanduser().resolve(), "cache dir (--cache-dir)")
+    if config.run.address:
+        check_address(config.run.address)  # the handshake, before the dataset is scanned or a file written
     exists = tune.Tuner.can_restore(str(path))
     if resume and not exists:
         raise StudyError(f"nothing to resume at {path}; run without --resume to start study {config.run.name!r}")
@@ -170,46 +116,67 @@ def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
 
 def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric: str = METRIC,
                fixed: list[dict] | None = None) -> Path:
-    """Run (or resume) the Tune search of `config` on `data`, maximising `metric`; returns Ray's experiment folder."""
+    """Run (or resume) the Tune search of `config` on `data`, maximising `metric`, on the connected Ray; returns
+    Ray's experiment folder. Raises SearchInterrupted when it stopped before every trial finished (Ctrl-C)."""
     path = experiment_path(config)
-    if config.run.address:
-        check_reachable(config.run.address)
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (path / DATA_FILE).write_text(json.dumps(data.to_json()))
-    print("resolved config:\n" + yaml.safe_dump(config.to_dict(), sort_keys=False), flush=True)
-    print(f"Ray experiment folder: {path}\nwatch it with: tensorboard --logdir {path}", flush=True)
-
+    progress.print_start(config, path, metric)
     # A snapshot of the experiment after every step means it never names a checkpoint older than the
     # previous one, which CheckpointConfig(num_to_keep=2) still keeps: a resume after the driver is
     # killed finds every trial's checkpoint. Tune warns about such frequent snapshots; here they are wanted.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    connect(config)
+    # Ctrl-C raises KeyboardInterrupt here instead of Tune's graceful stop, which marks the trials it stops
+    # as finished; the snapshot taken after every step then lets --resume continue them from their checkpoints.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    if not config.run.verbose:
+        # Tune's newer console prints its own summary box and a TensorBoard hint for another folder
+        # whatever the verbosity; its classic reporter at verbosity 0 leaves the console to petseg.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started = time.time()
-    try:
-        if resume:
-            tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data),
-                                       resume_unfinished=True)
-        else:
-            tuner = make_tuner(config, data, metric, fixed)
-        tuner.fit()
-    finally:
-        ray.shutdown()
+    # Trials' lines for this console, from any node; kept on the driver's node, which lives as long as the driver.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    messages = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    progress.attach(messages)
+    if resume:
+        tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data, messages),
+                                   resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = make_tuner(config, data, messages, metric, fixed)
+    grid = tuner.fit()
+    progress.drain(messages)
+    planned = len(fixed) if fixed is not None else config.search.num_samples * len(config.search.variants)
+    finished = grid.num_terminated + grid.num_errors
+    if finished < planned:
+        raise SearchInterrupted(f"search {config.run.name!r} stopped with {finished} of its {planned} trials finished; "
+                                f"its state is saved in {path}")
     print(f"[petseg] search finished in {time.time() - started:.0f} s", flush=True)
     return path
 
 
-
-
 def saved_config(path: Path, requested: StudyConfig) -> StudyConfig:
-    """The config a search started with; on resume only where and how it runs (the run part) and the seed
-    repeats may change."""
+    """The config a search started with, found where `requested` points: on resume its saved search settings
+    win (each one asked for differently is named in a warning), while where and how it runs (the run part)
+    and the seed repeats come from `requested`."""
     saved = load_config(path / CONFIG_FILE)
-    if requested.search.variants != saved.search.variants and requested.search.variants != StudyConfig().search.variants:
-        print(f"warning: --resume keeps the study's variants {saved.search.variants}", file=sys.stderr)
+    ignored = ignored_settings(saved, requested)
+    if ignored:
+        print(f"warning: --resume continues the search as it was saved in {path / CONFIG_FILE}; ignored: "
+              f"{'; '.join(ignored)}", file=sys.stderr)
     # Seed repeats may be added to a finished search: they are a second Tune run of their own.
     return StudyConfig(dataclasses.replace(saved.search, seeds=requested.search.seeds), requested.run)
+
+
+def ignored_settings(saved: StudyConfig, requested: StudyConfig) -> list[str]:
+    """'field asked (saved value)' for each search setting the user gave (differs from its preset's default)
+    that differs from the saved one."""
+    asked = dataclasses.asdict(requested.search)
+    default = dataclasses.asdict(resolve_config(requested.search.preset).search)
+    kept = dataclasses.asdict(saved.search)
+    return [f"{name} {value!r} (the study's: {kept[name]!r})" for name, value in asked.items()
+            if name != "seeds" and value != default[name] and value != kept[name]]
 
 
 def saved_data(path: Path) -> DataSpec:

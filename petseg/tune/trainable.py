@@ -50,8 +50,11 @@ class ImageLogger:
         self.writer.flush()
 
 
-def train_variant(config: dict, data: DataSpec) -> None:
-    """Fine-tune config["variant"]'s head with config["lr"], reporting metrics and a checkpoint each epoch."""
+def train_variant(config: dict, data: DataSpec, messages=None) -> None:
+    """Fine-tune config["variant"]'s head with config["lr"], reporting metrics and a checkpoint each epoch.
+
+    messages: a Ray queue the driver prints from (a trial's own output stays in its log files).
+    """
     torch.set_num_threads(max(1, int(config["cpus_per_trial"])))
     datasets = datasets_from_spec(data)
     num_classes = data.num_classes
@@ -79,8 +82,18 @@ def train_variant(config: dict, data: DataSpec) -> None:
                 seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
                 num_workers=loader_workers(config["num_workers"], config["cpus_per_trial"]), num_classes=num_classes,
                 report=report, state=load_trial_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
-                feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None)
+                feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None,
+                progress=lambda line: tell(messages, f"{config['variant']} lr={config['lr']:.2e} on {node}: {line}"))
         except NonFiniteLossError as err:
             # Seeded training diverges the same way on every retry, so the trial ends here instead of
             # raising into Tune's retries; the searcher and scheduler read `nonfinite_loss` as an error.
             tune.report({"epoch": last_epoch, **NAN_METRICS, "nonfinite_loss": str(err), "node": node})
+
+
+def tell(messages, line: str) -> None:
+    """Send a line to the driver's console through `messages` (a Ray queue), or print it (into the trial's log)
+    when there is no queue to reach."""
+    try:
+        messages.put(line)
+    except Exception:  # noqa: BLE001 - no queue, or the driver's node is gone: the trial's log keeps the line
+        print(line, flush=True)

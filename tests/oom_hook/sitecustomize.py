@@ -14,9 +14,9 @@ if os.environ.get("PETSEG_TEST_OOM_VARIANT"):
     real_train_variant = petseg.tune.trainable.train_variant
 
     @functools.wraps(real_train_variant)
-    def train_variant(config, data):
+    def train_variant(config, data, **bound):
         if config["variant"] == os.environ["PETSEG_TEST_OOM_VARIANT"]:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated by the test)")
-        return real_train_variant(config, data)
+        return real_train_variant(config, data, **bound)
 
     petseg.tune.trainable.train_variant = train_variant
