@@ -175,3 +175,26 @@ def test_feature_code_library_versions_and_architecture_are_in_the_key(root, tmp
         layer.conv2.dilation, layer.conv2.padding = (2, 2), (2, 2)
     feature_dataset(dilated, val, tmp_path, CPU)
     assert len(list_caches(tmp_path)) == len(changes) + 2
+
+
+def _hold_gpu_build_lock(args):
+    cache_dir, gpus, hold = args
+    import os
+    import time
+
+    from petseg.train.features import gpu_build_lock
+
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    with gpu_build_lock(cache_dir):
+        started = time.monotonic()
+        time.sleep(hold)
+        return started, time.monotonic()
+
+
+def test_cache_builds_sharing_a_gpu_take_turns(tmp_path):
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        same, same_too, other = pool.map(_hold_gpu_build_lock, [(tmp_path, "1", 1.0), (tmp_path, "1", 1.0),
+                                                                 (tmp_path, "0", 1.0)])
+    first, second = sorted([same, same_too])
+    assert second[0] >= first[1], "two builds on GPU 1 overlapped"
+    assert other[0] < max(same[1], same_too[1]), "a build on another GPU waited for them"

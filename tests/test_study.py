@@ -197,42 +197,6 @@ def trial_statuses(experiment: Path) -> dict:
         return {}
 
 
-def test_resume_after_the_driver_is_killed(tmp_path):
-    config = write_config(tmp_path, max_epochs=3, num_samples=3, grace_period=3)
-    args = ("--preset", "smoke", "--config", str(config), "--name", "resume",
-            "--variants", "denseaspp_voc,denseaspp_ade20k")
-    experiment = tmp_path / "ray" / "resume"
-    driver = subprocess.Popen([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "ray"), *args],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and "TERMINATED" not in trial_statuses(experiment).values():
-        assert driver.poll() is None, "the study finished before it could be interrupted"
-        time.sleep(0.5)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started: a crash
-    driver.wait()
-    before = trial_statuses(experiment)
-    finished = [trial_id for trial_id, status in before.items() if status == "TERMINATED"]
-    assert finished and len(finished) < 6
-    lines = {t: len((next(experiment.glob(f"*_{t}")) / "progress.csv").read_text().splitlines()) for t in finished}
-
-    run = compare("--resume", *args, folder=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    for trial_id, count in lines.items():  # a finished trial was not run again
-        assert len((next(experiment.glob(f"*_{trial_id}")) / "progress.csv").read_text().splitlines()) == count
-    trials = pd.read_csv(tmp_path / "results" / "resume" / "all_trials.csv")
-    assert len(trials) == 6 and set(trials["ended_by"]) <= {"max epochs", "early stopping", "ASHA"}
-    assert len(pd.read_csv(tmp_path / "results" / "resume" / "comparison.csv")) == 2
-    epochs = {t: [json.loads(line)["epoch"] for line in (next(experiment.glob(f"*_{t}")) / "result.json")
-                  .read_text().splitlines()] for t in trials["trial_id"]}
-    for trial_id, reported in epochs.items():
-        assert sorted(set(reported)) == list(range(1, max(reported) + 1)), (trial_id, reported)  # no epoch lost
-        # A trial cut by the kill restarts from its last checkpoint: at most the epoch it was in runs again.
-        assert len(reported) - len(set(reported)) <= (0 if trial_id in finished else 1), (trial_id, reported)
-    print(f"driver kill: {len(before) - len(finished)} of {len(before)} started trials unfinished; "
-          f"epochs recomputed: {sum(len(e) - len(set(e)) for e in epochs.values())}; results lost: 0")
-
-
 @pytest.mark.parametrize("args,yaml_values,message", [
     (["--variants", "unet"], {}, "unknown variant(s) unet"),
     (["--variants", ","], {}, "no variants selected"),
@@ -315,28 +279,46 @@ def test_ctrl_c_exits_130_writes_no_comparison_and_a_moved_study_resumes(tmp_pat
     assert (tmp_path / "results" / "stopped" / "comparison.csv").is_file()
 
 
-def test_a_resumed_study_prunes_as_the_uninterrupted_one_would(tmp_path):
-    """ASHA's rungs are saved with the experiment: after a kill and --resume, the same trials stop at the same epochs."""
-    config = write_config(tmp_path, max_epochs=3, num_samples=5, grace_period=1, patience=5,
+def test_resume_after_the_driver_is_killed_loses_nothing_and_prunes_as_the_uninterrupted_study(tmp_path):
+    """A crash (driver and local Ray killed) then --resume: finished trials are kept, unfinished ones recompute at
+    most the epoch they were in, and ASHA's saved rungs stop the same trials at the same epochs as a run that was
+    never interrupted."""
+    config = write_config(tmp_path, max_epochs=3, num_samples=4, grace_period=1, patience=5,
                           max_concurrent_trials=1)  # one trial at a time: ASHA's decisions are deterministic
     args = ["--preset", "smoke", "--config", str(config), "--variants", "denseaspp_voc"]
     whole = compare(*args, "--name", "whole", folder=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
+    experiment = tmp_path / "ray" / "killed"
     driver = subprocess.Popen([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "ray"), *args,
                                "--name", "killed"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and list(trial_statuses(tmp_path / "ray" / "killed").values()).count("TERMINATED") < 2:
+    while time.time() < deadline and list(trial_statuses(experiment).values()).count("TERMINATED") < 2:
         assert driver.poll() is None, "the study finished before it could be interrupted"
         time.sleep(0.5)
-    os.killpg(driver.pid, signal.SIGKILL)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started: a crash
     driver.wait()
+    before = trial_statuses(experiment)
+    finished = [trial_id for trial_id, status in before.items() if status == "TERMINATED"]
+    lines = {t: len((next(experiment.glob(f"*_{t}")) / "progress.csv").read_text().splitlines()) for t in finished}
     resumed = compare(*args, "--name", "killed", "--resume", folder=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
+    for trial_id, count in lines.items():  # a finished trial was not run again
+        assert len((next(experiment.glob(f"*_{trial_id}")) / "progress.csv").read_text().splitlines()) == count
+    trials = pd.read_csv(tmp_path / "results" / "killed" / "all_trials.csv")
+    epochs = {t: [json.loads(line)["epoch"] for line in (next(experiment.glob(f"*_{t}")) / "result.json")
+                  .read_text().splitlines()] for t in trials["trial_id"]}
+    for trial_id, reported in epochs.items():
+        assert sorted(set(reported)) == list(range(1, max(reported) + 1)), (trial_id, reported)  # no epoch lost
+        # A trial cut by the kill restarts from its last checkpoint: at most the epoch it was in runs again.
+        assert len(reported) - len(set(reported)) <= (0 if trial_id in finished else 1), (trial_id, reported)
+    print(f"driver kill: {len(before) - len(finished)} of {len(before)} started trials unfinished; "
+          f"epochs recomputed: {sum(len(e) - len(set(e)) for e in epochs.values())}; results lost: 0")
+
     def stops(name):
-        trials = pd.read_csv(tmp_path / "results" / name / "all_trials.csv")
-        return sorted(zip(trials["lr"].round(12), trials["epochs"], trials["ended_by"]))
+        table = pd.read_csv(tmp_path / "results" / name / "all_trials.csv")
+        return sorted(zip(table["lr"].round(12), table["epochs"], table["ended_by"]))
 
     assert any(ended == "ASHA" for _, _, ended in stops("whole"))  # there was pruning to keep
     assert stops("killed") == stops("whole")
@@ -369,3 +351,63 @@ def test_the_local_ray_keeps_token_auth_and_exports_no_metrics_unless_asked(tmp_
                                cwd=tmp_path, env=env)
         assert probe.returncode == 0, probe.stderr[-2000:]
         assert json.loads(probe.stdout.splitlines()[-1]) == {"metrics_port_listens": listens}, metrics
+
+
+def disk_use(folder: Path) -> int:
+    """Bytes under `folder` now (files vanishing mid-walk count as gone)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass
+    return total
+
+
+def test_a_tiny_cache_budget_is_kept_on_disk_and_changes_no_result(smoke, tmp_path):
+    """Two ResNet50 caches (7.6 MiB each at 64 px) never fit 9 MiB together: one backbone at a time, the first
+    deleted when the second needs the room."""
+    folder, _ = smoke
+    config = write_config(tmp_path, asha=False)  # the smoke study's schedule, every trial to its last epoch
+    command = [sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "ray"), "--preset", "smoke", "--config",
+               str(config), "--name", "budget", "--variants", "fcn_resnet50,deeplabv3_resnet50",
+               "--cache-budget", "9M"]
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while driver.poll() is None:
+        peak = max(peak, disk_use(tmp_path / "cache" / "features"))
+        time.sleep(0.05)
+    out, err = driver.communicate()
+    assert driver.returncode == 0, err[-3000:]
+    assert "peak feature-cache use 7.6 MiB within a budget of 9.0 MiB" in out
+    assert 0 < peak <= 9 * 2**20, peak
+    trials = pd.read_csv(tmp_path / "results" / "budget" / "all_trials.csv")
+    assert len(trials) == 4 and (trials["features"] == "cached").all()
+    # The same trials (variant, seeded lr) score as in the unbudgeted smoke study (at epoch 1: ASHA, off here,
+    # may have stopped a smoke trial there).
+    def epoch1(experiment):
+        return {(line["config"]["variant"], round(line["config"]["lr"], 12)): line["val_weighted_iou"]
+                for line in result_lines(experiment) if line["epoch"] == 1}
+
+    budgeted, unbudgeted = epoch1(tmp_path / "ray" / "budget"), epoch1(folder / "ray" / "smoke")
+    assert len(budgeted) == 4
+    for trial, score in budgeted.items():
+        assert score == pytest.approx(unbudgeted[trial], abs=1e-6), trial
+
+
+def test_fake_gpus_pack_four_half_gpu_trials_each_on_its_own_share(tmp_path):
+    """A local Ray told it has 2 GPUs runs 4 trials of 0.5 GPU at once, two on each GPU (no GPU needed)."""
+    config = write_config(tmp_path, num_samples=2, max_epochs=2, asha=False, patience=3)
+    run = compare("--preset", "smoke", "--config", str(config), "--name", "packed", "--variants",
+                  "denseaspp_voc,denseaspp_ade20k", "--local-gpus", "2", "--gpus-per-trial", "0.5",
+                  "--cpus-per-trial", "0.5", folder=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "0.5 CPU / 0.5 GPU per trial" in run.stdout
+    trials = pd.read_csv(tmp_path / "results" / "packed" / "all_trials.csv", dtype={"gpus": str})
+    assert sorted(trials["gpus"]) == ["0", "0", "1", "1"]  # each trial saw one GPU, each GPU two trials
+    spans = []
+    for result in (tmp_path / "ray" / "packed").glob("*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines()]
+        spans.append((lines[0]["timestamp"] - lines[0]["time_this_iter_s"], lines[-1]["timestamp"]))
+    latest_start, earliest_end = max(start for start, _ in spans), min(end for _, end in spans)
+    assert latest_start < earliest_end, spans  # all four were running at the same moment

@@ -1,6 +1,7 @@
 """build_model: any registry variant with its pretrained weights, frozen backbone and new classifier."""
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 
@@ -88,9 +89,14 @@ def build_model(key: str, num_classes: int = 3, pretrained: bool = True,
 
 def build_seeded_model(variant: str, pretrained: bool, seed: int, head_weights=None,
                        num_classes: int = 3) -> FrozenBackboneSegmenter:
-    """build_model under a fixed seed, so random-init parts are identical wherever it is rebuilt."""
+    """build_model under a fixed seed, so random-init parts are identical wherever it is rebuilt.
+
+    The seed is drawn from (seed, the variant's backbone id): variants that share a backbone get the same
+    random backbone, and different backbones differ (FCN's and DeepLabV3's ResNet50s as in the real study).
+    """
+    backbone = get_variant(variant).backbone_id
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(int.from_bytes(hashlib.sha256(f"{seed}:{backbone}".encode()).digest()[:8], "little") >> 1)
         return build_model(variant, num_classes, pretrained=pretrained, head_weights=head_weights)
 
 

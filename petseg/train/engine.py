@@ -34,8 +34,13 @@ def cpu_has_native_bf16() -> bool:
 
 
 def amp_enabled(device: torch.device, enabled: bool = True) -> bool:
-    """bf16 autocast applies: asked for, and on CUDA or a CPU with native bf16."""
-    return enabled and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
+    """bf16 autocast applies: asked for, and on a GPU or CPU that computes bf16 natively (a pre-Ampere GPU
+    such as a V100 or T4 would emulate it, slower than fp32)."""
+    if not enabled:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 def autocast(device: torch.device, enabled: bool = True):

@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import INPUT_VERSION, SegmentationDataset, fingerprint
-from ..disk import cached_arrays, default_cache_dir, folder_size
+from ..disk import cached_arrays, default_cache_dir, file_lock, folder_size
 from ..models import FrozenBackboneSegmenter
 from .engine import amp_enabled, autocast
 
@@ -90,8 +92,9 @@ def cacheable(dataset: SegmentationDataset) -> bool:
 class FeatureDataset(Dataset):
     """(features float32 [C, h, w], mask int64 [H, W]) items read from a feature cache."""
 
-    def __init__(self, arrays: dict[str, np.ndarray]):
+    def __init__(self, arrays: dict[str, np.ndarray], folder: Path):
         self.features, self.masks = arrays["features"], arrays["masks"]
+        self.folder = folder  # where the cache lives, so a study can evict it when it is done with it
 
     def __len__(self) -> int:
         return len(self.features)
@@ -181,12 +184,13 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
     def fill(arrays):
         start = 0
         built = BuildProgress(progress, f"feature cache ({len(dataset)} images, {precision})", len(dataset))
-        for features, masks in backbone_batches(model, dataset, device, batch_size, amp):
-            stop = start + len(features)
-            arrays["features"][start:stop] = features.cpu().numpy().astype(FEATURE_DTYPE)
-            arrays["masks"][start:stop] = masks.numpy().astype(np.uint8)
-            start = stop
-            built.update(stop)
+        with gpu_build_lock(cache_dir) if device.type == "cuda" else nullcontext():
+            for features, masks in backbone_batches(model, dataset, device, batch_size, amp):
+                stop = start + len(features)
+                arrays["features"][start:stop] = features.cpu().numpy().astype(FEATURE_DTYPE)
+                arrays["masks"][start:stop] = masks.numpy().astype(np.uint8)
+                start = stop
+                built.update(stop)
         size = sum(array.nbytes for array in arrays.values())
         progress(f"feature cache built: {len(dataset)} items, {size / 2**20:.1f} MiB in {folder} "
                  "(python -m petseg.train.features lists and clears caches)")
@@ -199,7 +203,14 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
         warnings.warn(f"not enough free disk under {cache_dir} for the feature cache of {len(dataset)} items; "
                       "running the backbone live instead (free space or set cache_dir elsewhere)", stacklevel=2)
         return None
-    return FeatureDataset(arrays)
+    return FeatureDataset(arrays, folder)
+
+
+def gpu_build_lock(cache_dir: str | Path):
+    """A lock per GPU of this node (as CUDA_VISIBLE_DEVICES names it), so trials sharing a GPU build their caches
+    one after another: several backbone passes at once would oversubscribe its memory."""
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "all").replace(",", "-") or "none"
+    return file_lock(Path(cache_dir) / "locks" / f"gpu-{gpus}.lock")
 
 
 def list_caches(cache_dir: str | Path) -> list[tuple[Path, int]]:

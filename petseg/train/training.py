@@ -58,25 +58,27 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
         pretrained: bool, seed: int, head_weights=None, num_workers: int = 0, num_classes: int = 3,
         report: Callable[[dict, dict, FrozenBackboneSegmenter], None], state: dict | None = None,
         device: torch.device | None = None, feature_cache_dir: str | None = None, amp: bool = True,
-        progress: Callable[[str], None] = print) -> Progress:
+        say: Callable[[str], None] = print) -> Progress:
     """Train `variant`'s head with `lr` on datasets["train"], validating on datasets["val"] each epoch.
 
     `report(metrics, state, model)` is called after every epoch; `state` (from an earlier report)
     resumes where it left off. Stops at max_epochs or after `patience` epochs without val-loss gain.
     With `feature_cache_dir`, the head trains on backbone features computed once (if the data
-    allows: no online augmentation); otherwise the backbone runs on every batch. `progress` receives
-    the lines of a feature-cache build.
+    allows: no online augmentation); otherwise the backbone runs on every batch. `say` receives the
+    lines of a feature-cache build. Every report says which ("features": "cached" or "live") and the
+    cache folders used ("feature_caches").
     """
     device = device or default_device()
     model = build_seeded_model(variant, pretrained, seed, head_weights, num_classes).to(device)
-    train_set, val_set, runner = datasets["train"], datasets["val"], model
+    train_set, val_set, runner, caches = datasets["train"], datasets["val"], model, []
     if feature_cache_dir is not None:
         backbone_key = backbone_fingerprint(model)  # hashing a backbone's tensors once is enough
         cached = [feature_dataset(model, datasets[part], feature_cache_dir, device, amp=amp, backbone_key=backbone_key,
-                                  progress=progress) for part in ("train", "val")]
+                                  progress=say) for part in ("train", "val")]
         if None not in cached:
             train_set, val_set = cached
             runner = HeadOnly(model, datasets["train"].size)
+            caches = [str(dataset.folder) for dataset in cached]
     train_loader = make_loader(train_set, batch_size, True, num_workers, seed)
     val_loader = make_loader(val_set, batch_size, False, num_workers)
     optimizer, scheduler = make_optimizer(model, variant, lr, max_epochs * len(train_loader))
@@ -113,6 +115,8 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
             "best_val_weighted_iou": progress.best_val_weighted_iou,
             "best_epoch": progress.best_epoch,
             "early_stopped": progress.epochs_without_improvement >= patience and progress.epoch < max_epochs,
+            "features": "cached" if caches else "live",
+            "feature_caches": caches,
         }
         state = {
             "head": model.head.state_dict(),

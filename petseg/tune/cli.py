@@ -17,6 +17,9 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
                         "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.train.features` lists or clears it")
+    parser.add_argument("--cache-budget", metavar="SIZE", help="peak disk for the backbones' feature caches, e.g. "
+                        "64G: backbones are cached (and deleted) one after another to stay within it (default: 80%% of "
+                        "the cache disk's free space)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name "
                         "(found under --storage-path; its saved search settings win, the run flags apply)")
     parser.add_argument("-v", "--verbose", action="store_true", default=None,
@@ -35,6 +38,7 @@ def runner_overrides(args: argparse.Namespace) -> dict:
     return {"address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path,
             "name": args.name, "results_dir": args.results_dir, "num_samples": args.num_samples,
             "max_epochs": args.max_epochs, "gpus_per_trial": args.gpus_per_trial,
-            "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir, "verbose": args.verbose,
+            "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir, "cache_budget": args.cache_budget,
+            "verbose": args.verbose,
             "local_gpus": args.local_gpus, "ray_metrics": args.ray_metrics,
             "allow_unauthenticated_ray": args.allow_unauthenticated_ray}

@@ -78,8 +78,12 @@ def start_local_ray(config: StudyConfig) -> None:
     if not config.run.ray_metrics:
         # The Prometheus export of each node's agent listens on every interface; nothing here reads it.
         os.environ.setdefault("RAY_enable_metrics_collection", "0")
-    ray.init(_node_ip_address=config.run.ray_node_ip, include_dashboard=False, num_gpus=config.run.local_gpus,
-             log_to_driver=config.run.verbose, logging_level="INFO" if config.run.verbose else "ERROR")
+    try:
+        ray.init(_node_ip_address=config.run.ray_node_ip, include_dashboard=False, num_gpus=config.run.local_gpus,
+                 log_to_driver=config.run.verbose, logging_level="INFO" if config.run.verbose else "ERROR")
+    except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception when its processes do not come up
+        raise StudyError(f"the local Ray did not start ({err}); nothing was run. On a busy machine wait and run the "
+                         "same command again; Ray's own logs are under /tmp/ray/session_latest/logs") from err
 
 
 @contextmanager

@@ -72,6 +72,8 @@ class RunConfig:
     num_workers: int | None = None  # DataLoader workers per trial; None: one fewer than cpus_per_trial
     max_failures: int = 1
     max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
+    # Peak disk for the backbones' feature caches, e.g. "64G" (None: a safe share of the cache disk's free space).
+    cache_budget: str | None = None
     verbose: bool = False  # Ray's and Tune's own console output, and every trial's log lines
     # The embedded local Ray (no address): GPUs it advertises (None: those it finds), its Prometheus
     # metrics export (off unless asked), and running it without token authentication (refused unless asked).
@@ -309,6 +311,10 @@ def validate(config: StudyConfig) -> None:
     if config.run.cpus_per_trial <= 0 or config.run.gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0 "
                           f"(got {config.run.cpus_per_trial}, {config.run.gpus_per_trial})")
+    if config.run.cache_budget is not None:
+        from .cache_plan import parse_size  # raises a ConfigError naming a size it cannot read
+
+        parse_size(config.run.cache_budget)
     if config.run.local_gpus is not None and config.run.local_gpus < 0:
         raise ConfigError(f"local_gpus must be 0 or more (or left out to detect them), got {config.run.local_gpus}")
     if config.run.max_failures < 0:

@@ -8,20 +8,61 @@ subclass Tune DeveloperAPIs, tested on the Ray version pinned in pyproject.toml.
 from __future__ import annotations
 
 import pickle
+import shutil
 from collections.abc import Callable
 from functools import partial
 
 import optuna
+import ray
 from ray.tune import Callback
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from .cache_plan import CacheGate
 from .search_space import DEFAULT_SAMPLER, startup_trials
 
 
 class _StateSearcher(Searcher):
-    """A searcher whose whole state is its attributes: saved and restored by pickling them."""
+    """A searcher whose whole state is its attributes: saved and restored by pickling them.
+
+    With a CacheGate, a trial of a variant starts only when the gate allows it (the feature caches then
+    stay within the disk budget); suggest returns None meanwhile, and Tune asks again later.
+    """
+
+    def __init__(self, metric: str, mode: str, gate: CacheGate | None = None):
+        super().__init__(metric=metric, mode=mode)
+        self.gate = gate
+        self.trial_variant: dict[str, str] = {}
+        self.caches: dict[str, set[tuple[str, str]]] = {}  # variant -> (node, folder) of the caches it read
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Remember the feature-cache folders (and their node) a trial's variant reads, to delete them later."""
+        if trial_id in self.trial_variant:
+            for folder in result.get("feature_caches") or ():
+                self.caches.setdefault(self.trial_variant[trial_id], set()).add((result.get("node", ""), folder))
+
+    def _allowed(self, variant: str) -> bool:
+        """Whether the gate lets a trial of `variant` start; the done caches it condemns for the room are deleted
+        here and now (Tune asks again in a loop while no trial runs, so nothing else would get to delete them)."""
+        if self.gate is None or self.gate.allows(variant):
+            return True
+        for group in self.gate.to_evict():
+            for member in self.gate.plan.caches[group].variants:
+                for node, folder in sorted(self.caches.pop(member, ())):
+                    remove_on_node(node, folder)
+            self.gate.evicted(group)
+        return self.gate.allows(variant)
+
+    def _started(self, trial_id: str, variant: str) -> None:
+        self.trial_variant[trial_id] = variant
+        if self.gate is not None:
+            self.gate.start(variant)
+
+    def _finished(self, trial_id: str) -> None:
+        if self.gate is not None and trial_id in self.trial_variant:
+            self.gate.finish(self.trial_variant[trial_id])
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         """Accept Tune's param_space (constants merged into every trial's config by Tune)."""
@@ -55,8 +96,9 @@ class VariantSearcher(_StateSearcher):
 
     def __init__(self, lr_bounds: dict[str, tuple[float, float]], num_samples: int, metric: str, mode: str,
                  seed: int = 0, sampler: str = DEFAULT_SAMPLER,
-                 new_sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None):
-        super().__init__(metric=metric, mode=mode)
+                 new_sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+                 gate: CacheGate | None = None):
+        super().__init__(metric=metric, mode=mode, gate=gate)
         self.num_samples = num_samples
         new_sampler = new_sampler or partial(make_sampler, sampler, num_samples)
         self.searchers = {
@@ -65,21 +107,25 @@ class VariantSearcher(_StateSearcher):
             for index, (variant, (low, high)) in enumerate(lr_bounds.items())
         }
         self.started = {variant: 0 for variant in self.searchers}
-        self.trial_variant: dict[str, str] = {}
 
     def suggest(self, trial_id: str) -> dict | None:
-        """{"variant", "lr"} for the least-started variant still under its budget, else FINISHED."""
+        """{"variant", "lr"} for the least-started variant still under its budget (and allowed by the cache
+        gate), None while the gate holds every such variant back, FINISHED when all budgets are spent."""
         open_variants = [v for v, n in self.started.items() if n < self.num_samples]
         if not open_variants:
             return Searcher.FINISHED
-        variant = min(open_variants, key=lambda v: self.started[v])
+        allowed = [v for v in open_variants if self._allowed(v)]
+        if not allowed:
+            return None
+        variant = min(allowed, key=lambda v: self.started[v])
         suggestion = self.searchers[variant].suggest(trial_id)
         self.started[variant] += 1
-        self.trial_variant[trial_id] = variant
+        self._started(trial_id, variant)
         return {"variant": variant, "lr": suggestion["lr"]}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Route an intermediate result to the trial's own variant search."""
+        super().on_trial_result(trial_id, result)
         if trial_id in self.trial_variant and self.metric in result and not diverged(result):
             self.searchers[self.trial_variant[trial_id]].on_trial_result(trial_id, result)
 
@@ -89,6 +135,7 @@ class VariantSearcher(_StateSearcher):
             if result is not None and diverged(result):
                 result, error = None, True
             self.searchers[self.trial_variant[trial_id]].on_trial_complete(trial_id, result, error)
+            self._finished(trial_id)
 
 
 def diverged(result: dict) -> bool:
@@ -170,19 +217,39 @@ class SchedulerState(Callback):
 
 
 class FixedTrials(_StateSearcher):
-    """Suggests a fixed list of configs in order, then FINISHED (e.g. seed repeats of chosen configs)."""
+    """Suggests a fixed list of configs in order (those the cache gate allows first), then FINISHED (e.g. seed
+    repeats of chosen configs)."""
 
-    def __init__(self, configs: list[dict], metric: str, mode: str):
-        super().__init__(metric=metric, mode=mode)
+    def __init__(self, configs: list[dict], metric: str, mode: str, gate: CacheGate | None = None):
+        super().__init__(metric=metric, mode=mode, gate=gate)
         self.configs = list(configs)
-        self.next = 0
+        self.handed: set[int] = set()
 
     def suggest(self, trial_id: str) -> dict | None:
-        """The next config of the list, or FINISHED once all were handed out."""
-        if self.next >= len(self.configs):
+        """The first config not yet handed out that the gate allows; None while it allows none; then FINISHED."""
+        waiting = [index for index in range(len(self.configs)) if index not in self.handed]
+        if not waiting:
             return Searcher.FINISHED
-        self.next += 1
-        return dict(self.configs[self.next - 1])
+        index = next((i for i in waiting if self._allowed(self.configs[i]["variant"])), None)
+        if index is None:
+            return None
+        self.handed.add(index)
+        self._started(trial_id, self.configs[index]["variant"])
+        return dict(self.configs[index])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Nothing to learn: the list is fixed."""
+        """Nothing to learn (the list is fixed); the gate counts the trial as finished."""
+        self._finished(trial_id)
+
+
+def remove_on_node(node_ip: str, folder: str) -> None:
+    """Delete `folder` on the node at `node_ip` (here when it is this driver's node, else by a task pinned there)."""
+    here = ray.util.get_node_ip_address()
+    if node_ip in ("", here):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    node_id = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == node_ip), None)
+    if node_id is not None:  # a node that is gone took its cache with it
+        remote = ray.remote(num_cpus=0)(shutil.rmtree)
+        remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
+            folder, ignore_errors=True)

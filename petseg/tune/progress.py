@@ -42,6 +42,13 @@ def print_start(config: StudyConfig, path: Path, metric: str) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "study created" line per variant otherwise
 
 
+def print_plan(plan) -> None:
+    """The feature-cache plan: each backbone's cache in the order its variants run, and the peak within the budget."""
+    print("[petseg] feature caches, backbone by backbone:", flush=True)
+    for line in plan.describe():
+        print(f"[petseg]   {line}", flush=True)
+
+
 def ended_how(result: dict, max_epochs: int) -> str:
     """Why a finished trial stopped, from its last result: early stopping, the epoch limit, or ASHA."""
     if result.get("nonfinite_loss"):

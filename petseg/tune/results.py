@@ -55,6 +55,8 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
             "seconds": float(result.get("time_total_s", 0.0)),  # the trial's own training time
             "failures": trial.run_metadata.num_failures,  # attempts that failed (retried or final)
             "node": result.get("node", ""),
+            "features": result.get("features", ""),
+            "gpus": result.get("gpus", ""),  # CUDA_VISIBLE_DEVICES Ray gave the trial  # "cached" or "live": where the head's inputs came from
             "error": _error_reason(trial),
         })
     return pd.DataFrame(rows)

@@ -22,6 +22,8 @@ from ..errors import SearchInterrupted, StudyError
 from . import progress
 from .config import StudyConfig, load_config, lr_bounds, resolve_config
 from .cluster import check_address, trial_slots
+from .cache_plan import (DEFAULT_SHARE, CacheGate, CachePlan, cache_items, format_size, free_disk, parse_size,
+                         plan_cache)
 from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher
 from .trainable import train_variant
 
@@ -61,26 +63,32 @@ def resourced_trainable(config: StudyConfig, data: DataSpec, messages):
                                {"cpu": config.run.cpus_per_trial, "gpu": config.run.gpus_per_trial})
 
 
-def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METRIC, fixed: list[dict] | None = None
-               ) -> tune.Tuner:
+def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METRIC, fixed: list[dict] | None = None,
+               plan: CachePlan | None = None) -> tune.Tuner:
     """A Tuner over every selected variant with per-variant search and ASHA, both maximising `metric`.
 
-    With `fixed`, it runs exactly those trial configs instead (no search, no ASHA).
+    With `fixed`, it runs exactly those trial configs instead (no search, no ASHA). With a cache `plan`,
+    trials start backbone by backbone so the feature caches stay within its budget, and a backbone's
+    caches are deleted once its variants are done; the plan's live variants run without a cache.
     """
+    search = config.search
+    planned = ({v: sum(c["variant"] == v for c in fixed) for v in search.variants} if fixed is not None
+               else dict.fromkeys(search.variants, search.num_samples))
+    gate = CacheGate(plan, planned) if plan is not None else None
     if fixed is not None:
-        searcher, scheduler, trials = FixedTrials(fixed, metric, MODE), None, len(fixed)
+        searcher, scheduler = FixedTrials(fixed, metric, MODE, gate=gate), None
     else:
-        searcher = VariantSearcher({v: lr_bounds(config, v) for v in config.search.variants}, config.search.num_samples,
-                                   metric, MODE, seed=config.search.seed, sampler=config.search.sampler)
-        scheduler = VariantScheduler(config.search.variants, metric, MODE, max_t=config.search.max_epochs,
-                                     grace_period=config.search.grace_period, reduction_factor=config.search.reduction_factor
-                                     ) if config.search.asha else None
-        trials = config.search.num_samples * len(config.search.variants)
+        searcher = VariantSearcher({v: lr_bounds(config, v) for v in search.variants}, search.num_samples, metric,
+                                   MODE, seed=search.seed, sampler=search.sampler, gate=gate)
+        scheduler = VariantScheduler(search.variants, metric, MODE, max_t=search.max_epochs,
+                                     grace_period=search.grace_period, reduction_factor=search.reduction_factor
+                                     ) if search.asha else None
+    callbacks = [progress.TrialLines(config), *([SchedulerState(scheduler)] if scheduler else [])]
     return tune.Tuner(
         resourced_trainable(config, data, messages),
-        param_space=config.trial_params(),
+        param_space={**config.trial_params(), "live_variants": plan.live_variants if plan else []},
         tune_config=tune.TuneConfig(metric=metric, mode=MODE, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=trials, max_concurrent_trials=trial_slots(config),
+                                    num_samples=sum(planned.values()), max_concurrent_trials=trial_slots(config),
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=config.run.name, storage_path=str(Path(config.run.storage_path).expanduser().resolve()),
@@ -90,11 +98,26 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             # Trials write TensorBoard images into their trial folder: carry them to the storage path.
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[progress.TrialLines(config), *([SchedulerState(scheduler)] if scheduler else [])],
+            callbacks=callbacks,
             # Trial stdout and stderr go to files in each trial's folder; the console gets petseg's lines.
             log_to_file=True, verbose=2 if config.run.verbose else 0,
         ),
     )
+
+
+def study_cache_plan(config: StudyConfig, data: DataSpec) -> CachePlan | None:
+    """The feature-cache plan of a search on `data` within config.run.cache_budget (default: a safe share of the
+    cache disk's free space), or None when nothing is cached (feature_cache off, or online augmentation)."""
+    train_items, val_items = cache_items(data)
+    if not config.search.feature_cache or not train_items:
+        return None
+    free = free_disk(config.run.cache_dir)
+    budget = parse_size(config.run.cache_budget) if config.run.cache_budget else None
+    if budget is not None and budget > free:
+        print(f"[petseg] --cache-budget {config.run.cache_budget} is more than the {format_size(free)} free under "
+              f"{config.run.cache_dir}; keeping within {format_size(free * DEFAULT_SHARE)} instead", flush=True)
+        budget = None
+    return plan_cache(config.search.variants, data.size, train_items, val_items, budget, free)
 
 
 def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
@@ -144,7 +167,10 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
         tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data, messages),
                                    resume_unfinished=True, resume_errored=False)
     else:
-        tuner = make_tuner(config, data, messages, metric, fixed)
+        plan = study_cache_plan(config, data)
+        if plan is not None:
+            progress.print_plan(plan)
+        tuner = make_tuner(config, data, messages, metric, fixed, plan)
     grid = tuner.fit()
     progress.drain(messages)
     planned = len(fixed) if fixed is not None else config.search.num_samples * len(config.search.variants)

@@ -62,6 +62,7 @@ def train_variant(config: dict, data: DataSpec, messages=None) -> None:
     # SyncConfig(sync_artifacts=True) copies that directory to the storage path.
     images = ImageLogger(os.getcwd(), datasets["val"], palette_for(num_classes))
     node = ray.util.get_node_ip_address()
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the GPU share Ray gave this trial, shown in all_trials.csv
 
     last_epoch = 0
 
@@ -70,7 +71,7 @@ def train_variant(config: dict, data: DataSpec, messages=None) -> None:
         images.log(model, metrics["epoch"])
         with tempfile.TemporaryDirectory() as folder:
             save_trial_state(folder, state, config)
-            tune.report({**metrics, "node": node}, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, "node": node, "gpus": gpus}, checkpoint=tune.Checkpoint.from_directory(folder))
         last_epoch = metrics["epoch"]
 
     with warnings.catch_warnings():
@@ -82,8 +83,9 @@ def train_variant(config: dict, data: DataSpec, messages=None) -> None:
                 seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
                 num_workers=loader_workers(config["num_workers"], config["cpus_per_trial"]), num_classes=num_classes,
                 report=report, state=load_trial_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
-                feature_cache_dir=config["cache_dir"] if config["feature_cache"] else None,
-                progress=lambda line: tell(messages, f"{config['variant']} lr={config['lr']:.2e} on {node}: {line}"))
+                feature_cache_dir=config["cache_dir"] if config["feature_cache"] and config["variant"] not in
+                config.get("live_variants", ()) else None,
+                say=lambda line: tell(messages, f"{config['variant']} lr={config['lr']:.2e} on {node}: {line}"))
         except NonFiniteLossError as err:
             # Seeded training diverges the same way on every retry, so the trial ends here instead of
             # raising into Tune's retries; the searcher and scheduler read `nonfinite_loss` as an error.
