@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="image size in pixels (cpu 96, cuda 256)")
     parser.add_argument("--images", type=int, help="generated images, half train, a quarter val (cpu 96, cuda 400)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs every trial of the ablation runs")
-    parser.add_argument("--scaling-epochs", default="2,4,8", help="comma-separated epoch counts: naive vs all together")
+    parser.add_argument("--scaling-epochs", default="1,2,4", help="comma-separated epoch counts: naive vs all together")
     parser.add_argument("--samples", type=int, default=2, help="learning rates per variant")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every row (median and range reported)")
     parser.add_argument("--batch-size", type=int, default=8)

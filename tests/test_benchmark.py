@@ -52,7 +52,8 @@ STEPS = [{"variant": "fcn_resnet50", "live_ms": 400.0, "cached_ms": 160.0, "rati
 
 
 def report(bench, **changes) -> str:
-    args = bench.parse_args(["--variants", ",".join(VARIANTS), "--samples", "1", *changes.pop("argv", [])])
+    args = bench.parse_args(["--variants", ",".join(VARIANTS), "--samples", "1", "--scaling-epochs", "2,4,8",
+                             *changes.pop("argv", [])])
     info = {"command": "python experiments/benchmark.py", "machine": "AMD EPYC, native bf16: yes, 2 cores",
             "device": torch.device("cpu"), "split": {"train": 48, "val": 24, "test": 24},
             "trials": [{"variant": "fcn_resnet50", "lr": 4.43e-3}, {"variant": "denseaspp_voc", "lr": 2.03e-4}],
