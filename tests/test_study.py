@@ -279,6 +279,26 @@ def test_ctrl_c_exits_130_writes_no_comparison_and_a_moved_study_resumes(tmp_pat
     assert (tmp_path / "results" / "stopped" / "comparison.csv").is_file()
 
 
+def test_a_ctrl_c_swallowed_inside_the_search_still_stops_it_at_the_next_step():
+    """Code inside Tune or Ray may catch the KeyboardInterrupt of a Ctrl-C; the search must stop all the same."""
+    from petseg.tune import runner
+
+    runner._ctrl_c.clear()
+    previous = signal.signal(signal.SIGINT, runner._on_ctrl_c)
+    try:
+        runner.StopOnCtrlC().on_step_begin(0, [])  # no Ctrl-C yet: the search goes on
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the signal arrives here
+        except KeyboardInterrupt:
+            pass  # swallowed, as some library code does
+        with pytest.raises(KeyboardInterrupt):
+            runner.StopOnCtrlC().on_step_begin(1, [])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        runner._ctrl_c.clear()
+
+
 def test_resume_after_the_driver_is_killed_loses_nothing_and_prunes_as_the_uninterrupted_study(tmp_path):
     """A crash (driver and local Ray killed) then --resume: finished trials are kept, unfinished ones recompute at
     most the epoch they were in, and ASHA's saved rungs stop the same trials at the same epochs as a run that was

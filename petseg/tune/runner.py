@@ -7,7 +7,9 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +31,21 @@ from .trainable import train_variant
 
 METRIC, MODE = "val_weighted_iou", "max"
 CONFIG_FILE, DATA_FILE = "petseg_config.yaml", "petseg_data.json"
+_ctrl_c = threading.Event()  # set by Ctrl-C during a search, read by StopOnCtrlC and run_search
+
+
+class StopOnCtrlC(tune.Callback):
+    """Ends the search at the next step after Ctrl-C, even where Ray's own code swallowed the KeyboardInterrupt."""
+
+    def on_step_begin(self, iteration, trials, **info):
+        """Raise KeyboardInterrupt once Ctrl-C was pressed."""
+        if _ctrl_c.is_set():
+            raise KeyboardInterrupt
+
+
+def _on_ctrl_c(signum, frame):
+    _ctrl_c.set()
+    raise KeyboardInterrupt
 
 
 def experiment_path(config: StudyConfig) -> Path:
@@ -83,7 +100,7 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
         scheduler = VariantScheduler(search.variants, metric, MODE, max_t=search.max_epochs,
                                      grace_period=search.grace_period, reduction_factor=search.reduction_factor
                                      ) if search.asha else None
-    callbacks = [progress.TrialLines(config), *([SchedulerState(scheduler)] if scheduler else [])]
+    callbacks = [progress.TrialLines(config), StopOnCtrlC(), *([SchedulerState(scheduler)] if scheduler else [])]
     return tune.Tuner(
         resourced_trainable(config, data, messages),
         param_space={**config.trial_params(), "live_variants": plan.live_variants if plan else []},
@@ -171,11 +188,18 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
         if plan is not None:
             progress.print_plan(plan)
         tuner = make_tuner(config, data, messages, metric, fixed, plan)
-    grid = tuner.fit()
+    _ctrl_c.clear()
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    previous = signal.signal(signal.SIGINT, _on_ctrl_c) if main_thread else None
+    try:
+        grid = tuner.fit()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     progress.drain(messages)
     planned = len(fixed) if fixed is not None else config.search.num_samples * len(config.search.variants)
     finished = grid.num_terminated + grid.num_errors
-    if finished < planned:
+    if finished < planned or _ctrl_c.is_set():
         raise SearchInterrupted(f"search {config.run.name!r} stopped with {finished} of its {planned} trials finished; "
                                 f"its state is saved in {path}")
     print(f"[petseg] search finished in {time.time() - started:.0f} s", flush=True)
