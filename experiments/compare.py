@@ -12,7 +12,7 @@ import sys
 
 from petseg.errors import PetsegError, SearchInterrupted
 from petseg.models import VARIANTS, parameter_counts
-from petseg.tune.cache_plan import estimated_items, free_disk, parse_size, plan_cache
+from petseg.tune.cache_plan import estimated_items, study_cache_plan
 from petseg.tune.cli import add_runner_flags, runner_overrides
 from petseg.tune.config import (PRESETS, check_head_files, head_search_folder, missing_heads,
                                 missing_heads_message, resolve_config, resolve_head_weights, search_plan)
@@ -72,10 +72,8 @@ def print_plan(config) -> None:
         print(f"{'':<20} head weights: {head_weights_line(config, key, heads)}")
         print(f"{'':<20} {search_plan(config, key)}")
     train_items, val_items = estimated_items(config)
-    if train_items:
-        budget = parse_size(config.run.cache_budget) if config.run.cache_budget else None
-        plan = plan_cache(config.search.variants, config.search.image_size, train_items, val_items, budget,
-                          free_disk(config.run.cache_dir))
+    plan = study_cache_plan(config, config.search.image_size, train_items, val_items)
+    if plan is not None:
         print(f"\nfeature caches ({train_items:,} train and {val_items:,} val items at {config.search.image_size} px), "
               "backbone by backbone:")
         print("\n".join(f"  {line}" for line in plan.describe()))

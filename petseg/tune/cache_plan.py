@@ -210,3 +210,17 @@ def estimated_items(config) -> tuple[int, int]:
     if search.augment == "online" or not search.feature_cache:
         return 0, 0
     return trainval * (2 if search.augment == "offline" else 1), test // 2
+
+
+def study_cache_plan(config, size: int, train_items: int, val_items: int) -> CachePlan | None:
+    """The feature-cache plan of a study with these cache items at `size` px within config.run.cache_budget
+    (default: a safe share of the cache disk's free space), or None when nothing is cached."""
+    if not config.search.feature_cache or not train_items:
+        return None
+    free = free_disk(config.run.cache_dir)
+    budget = parse_size(config.run.cache_budget) if config.run.cache_budget else None
+    if budget is not None and budget > free:
+        print(f"[petseg] --cache-budget {config.run.cache_budget} is more than the {format_size(free)} free under "
+              f"{config.run.cache_dir}; keeping within {format_size(free * DEFAULT_SHARE)} instead", flush=True)
+        budget = None
+    return plan_cache(config.search.variants, size, train_items, val_items, budget, free)

@@ -24,8 +24,7 @@ from ..errors import SearchInterrupted, StudyError
 from . import progress
 from .config import StudyConfig, load_config, lr_bounds, resolve_config
 from .cluster import check_address, trial_slots
-from .cache_plan import (DEFAULT_SHARE, CacheGate, CachePlan, cache_items, format_size, free_disk, parse_size,
-                         plan_cache)
+from .cache_plan import CacheGate, CachePlan, cache_items, study_cache_plan
 from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher
 from .trainable import train_variant
 
@@ -122,21 +121,6 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
     )
 
 
-def study_cache_plan(config: StudyConfig, data: DataSpec) -> CachePlan | None:
-    """The feature-cache plan of a search on `data` within config.run.cache_budget (default: a safe share of the
-    cache disk's free space), or None when nothing is cached (feature_cache off, or online augmentation)."""
-    train_items, val_items = cache_items(data)
-    if not config.search.feature_cache or not train_items:
-        return None
-    free = free_disk(config.run.cache_dir)
-    budget = parse_size(config.run.cache_budget) if config.run.cache_budget else None
-    if budget is not None and budget > free:
-        print(f"[petseg] --cache-budget {config.run.cache_budget} is more than the {format_size(free)} free under "
-              f"{config.run.cache_dir}; keeping within {format_size(free * DEFAULT_SHARE)} instead", flush=True)
-        budget = None
-    return plan_cache(config.search.variants, data.size, train_items, val_items, budget, free)
-
-
 def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
     """Check the study can be written, started or resumed; returns its config (saved one on resume) and folder."""
     path = experiment_path(config)
@@ -184,7 +168,7 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
         tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data, messages),
                                    resume_unfinished=True, resume_errored=False)
     else:
-        plan = study_cache_plan(config, data)
+        plan = study_cache_plan(config, data.size, *cache_items(data))
         if plan is not None:
             progress.print_plan(plan)
         tuner = make_tuner(config, data, messages, metric, fixed, plan)
