@@ -104,6 +104,17 @@ def test_smoke_trials_run_side_by_side(smoke):
     assert overlapping >= 1, spans
 
 
+def test_trials_take_over_finished_trials_processes_and_still_write_into_their_own_folders(smoke):
+    """12 trials on 2 slots: a new trial runs in a finished trial's worker process (no Python, torch and petseg
+    start-up per trial), and its files still land in its own trial folder."""
+    folder, _ = smoke
+    trials = sorted(p for p in (folder / "ray" / "smoke").iterdir() if (p / "result.json").is_file())
+    pids = {json.loads(line)["pid"] for trial in trials for line in (trial / "result.json").read_text().splitlines()}
+    assert len(trials) == 12 and len(pids) <= 4, pids  # one process per trial before: 12
+    for trial in trials:
+        assert list((trial / "tensorboard_images").glob("events.out.tfevents.*")), trial
+
+
 def test_smoke_report_has_intervals_paired_tests_tables_and_figures(smoke):
     from PIL import Image
 

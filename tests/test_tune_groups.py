@@ -138,3 +138,27 @@ def test_a_diverged_trial_fails_its_search_and_leaves_the_rungs_alone():
     assert scheduler.on_trial_result(None, trial, nan_result) == TrialScheduler.STOP
     scheduler.on_trial_complete(None, trial, nan_result)
     assert all(not rung for bracket in scheduler.schedulers["a"]._brackets for _, rung in bracket._rungs)
+
+
+@pytest.mark.parametrize("kind", ["search", "fixed"])
+def test_a_slot_goes_to_a_trial_that_can_work_before_one_that_would_wait_for_a_cache_build(kind):
+    from petseg.tune.cache_plan import CacheGate, plan_cache
+    from petseg.tune.groups import FixedTrials
+
+    variants = ["denseaspp_voc", "denseaspp_ade20k", "fcn_resnet50"]  # the two DenseASPPs read one DenseNet121 cache
+    plan = plan_cache(variants, 96, 100, 20, budget=2**40, free=2**40)
+    gate = CacheGate(plan, dict.fromkeys(variants, 2))
+    if kind == "search":
+        searcher = VariantSearcher({v: (1e-4, 1e-2) for v in variants}, num_samples=2, metric="m", mode="max",
+                                   gate=gate)
+    else:
+        searcher = FixedTrials([{"variant": v, "lr": 0.01} for _ in range(2) for v in variants],
+                               metric="m", mode="max", gate=gate)
+    assert searcher.suggest("t0")["variant"] == "denseaspp_voc"
+    # The DenseNet121 cache is being built by t0: the other DenseASPP would only wait, so FCN goes first ...
+    assert searcher.suggest("t1")["variant"] == "fcn_resnet50"
+    # ... and while every open trial would wait, one still starts (nothing better to do with the slot).
+    assert searcher.suggest("t2")["variant"] in {"denseaspp_voc", "denseaspp_ade20k"}
+    searcher.on_trial_result("t0", {"m": 0.5, "epoch": 1, "training_iteration": 1})  # t0 reported: cache built
+    assert not gate.building("denseaspp_ade20k") and gate.building("fcn_resnet50")
+    assert searcher.suggest("t3")["variant"] != "fcn_resnet50"

@@ -130,7 +130,8 @@ class CacheGate:
     on disk only if all their caches fit the budget together. A backbone is done when all its variants'
     trials have finished; its cache stays (a later study may reuse it) until the next backbone needs the
     room, and is then condemned: the searcher deletes it, after which the next backbone opens.
-    Live backbones are always open.
+    Live backbones are always open. A backbone is building from its first trial's start until one of its
+    trials reports (its cache exists then): a trial started meanwhile would only wait for that build.
     """
 
     def __init__(self, plan: CachePlan, trials_per_variant: dict[str, int]):
@@ -140,6 +141,7 @@ class CacheGate:
         self.finished = {v: 0 for v in trials_per_variant}
         self.condemned: set[int] = set()
         self.gone: set[int] = set()
+        self.built: set[int] = set()
 
     def _variants(self, group: int) -> list[str]:
         return [v for v in self.plan.caches[group].variants if v in self.planned]
@@ -170,6 +172,15 @@ class CacheGate:
         self.condemned.update(index for index, cache in enumerate(self.plan.caches)
                               if cache.cached and self._begun(index) and self.done(index) and index not in self.gone)
         return False
+
+    def building(self, variant: str) -> bool:
+        """Whether a trial of `variant` would wait now for another trial's build of the cache it reads."""
+        group = self.plan.group_of(variant)
+        return self.plan.caches[group].cached and self._begun(group) and group not in self.built
+
+    def reported(self, variant: str) -> None:
+        """Record that a trial of `variant` reported: its backbone's cache is built."""
+        self.built.add(self.plan.group_of(variant))
 
     def start(self, variant: str) -> None:
         """Count a trial of `variant` as started."""

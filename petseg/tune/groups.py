@@ -28,7 +28,9 @@ class _StateSearcher(Searcher):
     """A searcher whose whole state is its attributes: saved and restored by pickling them.
 
     With a CacheGate, a trial of a variant starts only when the gate allows it (the feature caches then
-    stay within the disk budget); suggest returns None meanwhile, and Tune asks again later.
+    stay within the disk budget); suggest returns None meanwhile, and Tune asks again later. Among the
+    allowed, a trial that would wait for another trial's cache build comes after one that can start
+    working (a slot otherwise sits idle for the length of that build).
     """
 
     def __init__(self, metric: str, mode: str, gate: CacheGate | None = None):
@@ -40,6 +42,8 @@ class _StateSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Remember the feature-cache folders (and their node) a trial's variant reads, to delete them later."""
         if trial_id in self.trial_variant:
+            if self.gate is not None:
+                self.gate.reported(self.trial_variant[trial_id])
             for folder in result.get("feature_caches") or ():
                 self.caches.setdefault(self.trial_variant[trial_id], set()).add((result.get("node", ""), folder))
 
@@ -54,6 +58,10 @@ class _StateSearcher(Searcher):
                     remove_on_node(node, folder)
             self.gate.evicted(group)
         return self.gate.allows(variant)
+
+    def _waits(self, variant: str) -> bool:
+        """Whether a trial of `variant` started now would wait for a cache build another trial is doing."""
+        return self.gate is not None and self.gate.building(variant)
 
     def _started(self, trial_id: str, variant: str) -> None:
         self.trial_variant[trial_id] = variant
@@ -89,7 +97,8 @@ def make_sampler(kind: str, num_samples: int, seed: int) -> optuna.samplers.Base
 
 
 class VariantSearcher(_StateSearcher):
-    """One seeded OptunaSearch per variant; each new trial goes to the variant with fewest started.
+    """One seeded OptunaSearch per variant; each new trial goes to the variant with fewest started (of those
+    not waiting for a cache build, if any).
 
     `sampler` names the kind (see make_sampler); `new_sampler(seed)`, if given, builds each variant's instead.
     """
@@ -109,15 +118,16 @@ class VariantSearcher(_StateSearcher):
         self.started = {variant: 0 for variant in self.searchers}
 
     def suggest(self, trial_id: str) -> dict | None:
-        """{"variant", "lr"} for the least-started variant still under its budget (and allowed by the cache
-        gate), None while the gate holds every such variant back, FINISHED when all budgets are spent."""
+        """{"variant", "lr"} for the least-started variant still under its budget (allowed by the cache gate,
+        not waiting for a build where one can), None while the gate holds every such variant back, FINISHED when
+        all budgets are spent."""
         open_variants = [v for v, n in self.started.items() if n < self.num_samples]
         if not open_variants:
             return Searcher.FINISHED
         allowed = [v for v in open_variants if self._allowed(v)]
         if not allowed:
             return None
-        variant = min(allowed, key=lambda v: self.started[v])
+        variant = min(allowed, key=lambda v: (self._waits(v), self.started[v]))
         suggestion = self.searchers[variant].suggest(trial_id)
         self.started[variant] += 1
         self._started(trial_id, variant)
@@ -217,8 +227,8 @@ class SchedulerState(Callback):
 
 
 class FixedTrials(_StateSearcher):
-    """Suggests a fixed list of configs in order (those the cache gate allows first), then FINISHED (e.g. seed
-    repeats of chosen configs)."""
+    """Suggests a fixed list of configs in order (those the cache gate allows, and of them those not waiting for a
+    cache build, first), then FINISHED (e.g. seed repeats of chosen configs)."""
 
     def __init__(self, configs: list[dict], metric: str, mode: str, gate: CacheGate | None = None):
         super().__init__(metric=metric, mode=mode, gate=gate)
@@ -226,13 +236,15 @@ class FixedTrials(_StateSearcher):
         self.handed: set[int] = set()
 
     def suggest(self, trial_id: str) -> dict | None:
-        """The first config not yet handed out that the gate allows; None while it allows none; then FINISHED."""
+        """The first config not yet handed out that the gate allows (not waiting for a build, where one can);
+        None while it allows none; then FINISHED."""
         waiting = [index for index in range(len(self.configs)) if index not in self.handed]
         if not waiting:
             return Searcher.FINISHED
-        index = next((i for i in waiting if self._allowed(self.configs[i]["variant"])), None)
-        if index is None:
+        allowed = [i for i in waiting if self._allowed(self.configs[i]["variant"])]
+        if not allowed:
             return None
+        index = min(allowed, key=lambda i: (self._waits(self.configs[i]["variant"]), i))
         self.handed.add(index)
         self._started(trial_id, self.configs[index]["variant"])
         return dict(self.configs[index])
