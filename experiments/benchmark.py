@@ -1,7 +1,7 @@
 """What each of petseg's speed-ups buys on the same six-variant search: an ablation, repeated, on a named machine.
 
     python experiments/benchmark.py                              # CPU: 96 px, 96 generated images, 4 epochs, 3 repeats
-                                                                 # (27 searches, about 1.5-2 h on 2 cores)
+                                                                 # (27 searches, about 80 min on 2 cores)
     python experiments/benchmark.py --device cuda --size 256     # a GPU: 400 images, 0.5 GPU and 4 CPUs per trial
     python experiments/benchmark.py --images 16 --size 48 --epochs 1 --samples 1 --repeats 1 \\
         --scaling-epochs 1,2 --output /tmp/bench.md              # a check that it runs (minutes)
