@@ -238,10 +238,10 @@ class FixedTrials(_StateSearcher):
     def suggest(self, trial_id: str) -> dict | None:
         """The first config not yet handed out that the gate allows (not waiting for a build, where one can);
         None while it allows none; then FINISHED."""
-        waiting = [index for index in range(len(self.configs)) if index not in self.handed]
-        if not waiting:
+        remaining = [index for index in range(len(self.configs)) if index not in self.handed]
+        if not remaining:
             return Searcher.FINISHED
-        allowed = [i for i in waiting if self._allowed(self.configs[i]["variant"])]
+        allowed = [i for i in remaining if self._allowed(self.configs[i]["variant"])]
         if not allowed:
             return None
         index = min(allowed, key=lambda i: (self._waits(self.configs[i]["variant"]), i))
