@@ -4,7 +4,7 @@
 """
 from ..errors import DatasetError
 from .dataset import AUGMENT_MODES, SegmentationDataset
-from .files import INPUT_VERSION, fingerprint, load_image, open_decoded, resize_image, resize_mask
+from .files import INPUT_VERSION, decoding, fingerprint, load_image, open_decoded, resize_image, resize_mask
 from .normalisation import IMAGENET_MEAN, IMAGENET_STD, compute_mean_std
 from .pets import (BACKGROUND, CLASS_NAMES, NUM_CLASSES, PARTS, PetSegmentation, Sample, build_datasets,
                    class_pixel_counts, find_samples, load_sample, load_split, load_trimap, make_split, save_split,
@@ -17,7 +17,7 @@ __all__ = [
     "AUGMENT_MODES", "BACKGROUND", "CLASS_NAMES", "DataSpec", "DatasetError", "IGNORE", "IMAGENET_MEAN",
     "IMAGENET_STD", "INPUT_VERSION", "NUM_CLASSES", "PARTS", "PetSegmentation", "Sample", "SegmentationDataset",
     "VocAdeSegmentation", "augmentation", "build_datasets", "class_pixel_counts", "compute_mean_std",
-    "datasets_from_spec", "ensure_dataset", "find_samples", "fingerprint", "load_image", "load_sample", "load_split",
-    "load_trimap", "make_data_spec", "make_split", "offline_seed", "open_decoded", "resize_image", "resize_mask",
-    "save_split", "scan_samples", "split_samples",
+    "datasets_from_spec", "decoding", "ensure_dataset", "find_samples", "fingerprint", "load_image", "load_sample",
+    "load_split", "load_trimap", "make_data_spec", "make_split", "offline_seed", "open_decoded", "resize_image",
+    "resize_mask", "save_split", "scan_samples", "split_samples",
 ]

@@ -39,7 +39,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self._augmentation = augmentation(self.mask_fill)
+        self.augmentation = augmentation(self.mask_fill)  # the transforms applied, as configured
         # With a cache dir, images are decoded and resized once into shared uint8 files.
         self.decoded_cache_dir = decoded_cache_dir
         self._decoded = None
@@ -91,11 +91,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
         # Resizing first makes the augmentation run on small tensors.
         image, mask = self._load_resized(index % count)
         if self.augment == "online":
-            image, mask = self._augmentation(image, mask)
+            image, mask = self.augmentation(image, mask)
         elif self.augment == "offline" and index >= count:
             # A private RNG keeps the copy the same whatever the worker or access order.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(offline_seed(self.seed, index - count))
-                image, mask = self._augmentation(image, mask)
+                image, mask = self.augmentation(image, mask)
         pixels = image.as_subclass(torch.Tensor).float() / 255.0
         return (pixels - self.mean) / self.std, mask.as_subclass(torch.Tensor).long()

@@ -8,13 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image
 
 from ..errors import DatasetError
 
-# Bump when decoding, resizing, normalisation or augmentation changes what an item holds: every cache
-# derived from items (decoded images, mean/std, backbone features) is keyed by it.
+# Bump when code changes what an item holds in a way no configuration shows: how a file is decoded or a
+# mask read, the order of resize, augment and normalise, the scaling to [0, 1]. Every cache derived from
+# items (decoded images, mean/std, backbone features) is keyed by it. Configured parts need no bump: Pillow's
+# version and the resize filters are in decoding(); the feature cache key also describes the size,
+# normalisation and every augmentation with its parameters.
 INPUT_VERSION = 1
+IMAGE_RESAMPLE = Image.Resampling.BILINEAR
+MASK_RESAMPLE = Image.Resampling.NEAREST
 # Pillow raises these for missing, unreadable, truncated or oversized files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -44,12 +50,12 @@ def load_image(path: str | Path) -> Image.Image:
 
 def resize_image(image: Image.Image, size: int) -> Image.Image:
     """Resize to size x size, bilinear; Pillow widens the filter when shrinking (antialiased)."""
-    return image.resize((size, size), Image.Resampling.BILINEAR)
+    return image.resize((size, size), IMAGE_RESAMPLE)
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Resize a class-id mask to size x size with nearest neighbour, so no new ids appear."""
-    return np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
+    return np.asarray(Image.fromarray(mask).resize((size, size), MASK_RESAMPLE))
 
 
 def _file_state(path: Path) -> tuple[int, int] | None:
@@ -60,15 +66,22 @@ def _file_state(path: Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
+def decoding() -> dict:
+    """How files become resized pixels, as the keys of caches derived from them name it: Pillow's version
+    (its decoders and resampling), the image and mask resize filters, and INPUT_VERSION."""
+    return {"pillow": PIL.__version__, "image_resize": IMAGE_RESAMPLE.name, "mask_resize": MASK_RESAMPLE.name,
+            "version": INPUT_VERSION}
+
+
 def fingerprint(samples: Sequence, extra: object, with_trimaps: bool) -> str:
     """Hash of sorted sample names (samples have .name, .image, .labels), their files' sizes and mtimes,
-    extra and INPUT_VERSION.
+    extra and decoding().
 
     Files are identified by (name, size, mtime), not by content: fast on 7,000 images, and any
     rewrite of a file changes its mtime.
     """
     entries = sorted((s.name, _file_state(s.image), _file_state(s.labels) if with_trimaps else None)
                      for s in samples)
-    return hashlib.sha256(json.dumps([entries, extra, INPUT_VERSION]).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps([entries, extra, decoding()], sort_keys=True).encode()).hexdigest()[:24]
 
 
