@@ -2,14 +2,21 @@
 import multiprocessing
 import warnings
 
+import importlib.util
+import sys
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from petseg.data import build_datasets
-from petseg.train.features import feature_dataset, list_caches, main as features_main
+from petseg.data import BACKGROUND, build_datasets
+from petseg.train.description import module_description
+from petseg.train.features import feature_dataset, feature_key, list_caches, main as features_main
 from petseg.synthetic import write_dataset
-from petseg.models import build_seeded_model
+from petseg.models import FrozenBackboneSegmenter, build_seeded_model
 from petseg.train.training import fit
 
 CPU = torch.device("cpu")
@@ -151,6 +158,7 @@ def test_decoded_cache_gives_identical_items_and_decodes_once(root, tmp_path, mo
 
 
 def test_feature_code_library_versions_and_architecture_are_in_the_key(root, tmp_path, monkeypatch):
+    import PIL
     import petseg.data.files as files
     import petseg.train.features as features
     import torchvision
@@ -164,6 +172,7 @@ def test_feature_code_library_versions_and_architecture_are_in_the_key(root, tmp
         lambda: monkeypatch.setattr(files, "INPUT_VERSION", files.INPUT_VERSION + 1),
         lambda: monkeypatch.setattr(torch, "__version__", "9.9.9"),
         lambda: monkeypatch.setattr(torchvision, "__version__", "9.9.9"),
+        lambda: monkeypatch.setattr(PIL, "__version__", "9.9.9"),  # Pillow decodes and resizes the images
     ]
     for count, change in enumerate(changes, start=2):
         change()
@@ -198,3 +207,131 @@ def test_cache_builds_sharing_a_gpu_take_turns(tmp_path):
     first, second = sorted([same, same_too])
     assert second[0] >= first[1], "two builds on GPU 1 overlapped"
     assert other[0] < max(same[1], same_too[1]), "a build on another GPU waited for them"
+
+
+def tiny_backbone(ceil_mode=False, eps=1e-5, groups=1, bias=True, align_corners=False):
+    """A five-layer backbone, the same weights for the same arguments (ceil_mode, eps and align_corners
+    leave the weights alone)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=bias), nn.BatchNorm2d(4, eps=eps), nn.ReLU(),
+                         nn.MaxPool2d(2, ceil_mode=ceil_mode), nn.Conv2d(4, 4, 3, padding=1, groups=groups),
+                         nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners))
+
+
+def tiny_model(**layers):
+    return FrozenBackboneSegmenter(tiny_backbone(**layers), nn.Identity())
+
+
+@pytest.mark.parametrize("change", [{"ceil_mode": True}, {"eps": 1e-3}, {"groups": 2}, {"bias": False},
+                                    {"align_corners": True}], ids=lambda change: next(iter(change)))
+def test_every_layer_hyperparameter_is_in_the_key(root, change):
+    val = build_datasets(root, 48, None, seed=0)["val"]
+    # The same weights key for all: only the backbone's description can tell them apart.
+    key = lambda backbone: feature_key(backbone, "same weights", val, "fp32", 1.0)  # noqa: E731
+    assert key(tiny_backbone()) == key(tiny_backbone()), "the same backbone built twice must hit"
+    assert key(tiny_backbone(**change)) != key(tiny_backbone())
+
+
+def test_a_pooling_layer_with_another_ceil_mode_misses_the_cache(root, tmp_path):
+    val = build_datasets(root, 48, None, seed=0)["val"]
+    feature_dataset(tiny_model(), val, tmp_path, CPU)
+    feature_dataset(tiny_model(), val, tmp_path, CPU)
+    assert len(list_caches(tmp_path)) == 1
+    # 48 px pools to 24 either way, so weights, feature shape and output stride all stay the same.
+    feature_dataset(tiny_model(ceil_mode=True), val, tmp_path, CPU)
+    assert len(list_caches(tmp_path)) == 2
+
+
+def rotation(degrees=90, mask_fill=BACKGROUND):
+    return v2.RandomRotation(degrees, interpolation=v2.InterpolationMode.BILINEAR,
+                             fill={tv_tensors.Image: 0, tv_tensors.Mask: mask_fill})
+
+
+# Each replaces one of the paper's augmentations (rotation, flip, jitter, blur) by one other parameter.
+AUGMENTATION_CHANGES = {
+    "rotation degrees": (0, lambda: rotation(degrees=45)),
+    "rotation mask fill": (0, lambda: rotation(mask_fill=0)),
+    "flip p": (1, lambda: v2.RandomHorizontalFlip(0.25)),
+    "jitter brightness": (2, lambda: v2.ColorJitter(brightness=(0, 1.5), contrast=(0, 2), saturation=(0, 2), hue=0.1)),
+    "jitter hue": (2, lambda: v2.ColorJitter(brightness=(0, 2), contrast=(0, 2), saturation=(0, 2), hue=0.2)),
+    "blur kernel": (3, lambda: v2.GaussianBlur(5, sigma=(0.1, 2.0))),
+    "blur sigma": (3, lambda: v2.GaussianBlur(3, sigma=(0.1, 1.0))),
+}
+
+
+def offline_train(root):
+    return build_datasets(root, 48, None, augment="offline", seed=0)["train"]
+
+
+@pytest.mark.parametrize("change", AUGMENTATION_CHANGES, ids=str)
+def test_every_augmentation_parameter_is_in_the_key(root, change):
+    key = lambda dataset: feature_key(tiny_backbone(), "same weights", dataset, "fp32", 1.0)  # noqa: E731
+    assert key(offline_train(root)) == key(offline_train(root)), "the same pipeline built twice must hit"
+    changed = offline_train(root)
+    position, transform = AUGMENTATION_CHANGES[change]
+    changed.augmentation.transforms[position] = transform()
+    assert key(changed) != key(offline_train(root))
+
+
+def test_normalisation_and_transform_order_are_in_the_key(root):
+    key = lambda dataset: feature_key(tiny_backbone(), "same weights", dataset, "fp32", 1.0)  # noqa: E731
+    other_mean = offline_train(root)
+    other_mean.mean = other_mean.mean + 0.01
+    flipped_first = offline_train(root)
+    transforms = flipped_first.augmentation.transforms
+    transforms[0], transforms[1] = transforms[1], transforms[0]
+    assert len({key(offline_train(root)), key(other_mean), key(flipped_first)}) == 3
+
+
+def test_another_jitter_misses_the_cache_whose_copies_it_would_change(root, tmp_path):
+    feature_dataset(tiny_model(), offline_train(root), tmp_path, CPU)
+    paper = feature_dataset(tiny_model(), offline_train(root), tmp_path, CPU)
+    assert len(list_caches(tmp_path)) == 1
+    darker = offline_train(root)
+    darker.augmentation.transforms[2] = AUGMENTATION_CHANGES["jitter brightness"][1]()
+    rebuilt = feature_dataset(tiny_model(), darker, tmp_path, CPU)
+    assert len(list_caches(tmp_path)) == 2
+    # The old cache would have been stale: the originals agree, the augmented copies do not.
+    originals = len(darker.samples)
+    assert torch.equal(rebuilt[0][0], paper[0][0])
+    assert not all(torch.equal(rebuilt[index][0], paper[index][0]) for index in range(originals, len(darker)))
+
+
+TINY_MODULE = '''
+from torch import nn
+
+
+class Scale(nn.Module):
+    """{doc}"""
+
+    def forward(self, x):
+        return {body}  # {comment}
+'''
+
+
+def _load_scale(folder, monkeypatch, **text):
+    folder.mkdir()
+    (folder / "tiny_scale.py").write_text(TINY_MODULE.format(**text))
+    spec = importlib.util.spec_from_file_location("tiny_scale", folder / "tiny_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "tiny_scale", module)  # where inspect looks for the class's source
+    spec.loader.exec_module(module)
+    return module.Scale()
+
+
+def test_the_code_of_a_backbone_module_outside_torch_is_in_the_description(tmp_path, monkeypatch):
+    describe = lambda name, **text: module_description(_load_scale(tmp_path / name, monkeypatch, **text))  # noqa: E731
+    doubling = describe("a", doc="Doubles.", body="2 * x", comment="twice")
+    assert describe("b", doc="Multiplies by two.", body="2 * x", comment="two times") == doubling, \
+        "a reworded docstring or comment must not rebuild a cache"
+    assert describe("c", doc="Doubles.", body="3 * x", comment="twice") != doubling
+
+
+def _key_here(root):
+    return feature_key(model().backbone, "same weights", offline_train(root), "fp32", 8.0)
+
+
+def test_the_key_is_the_same_in_another_process(root):
+    # A spawned process has its own hash seed and memory layout.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.map(_key_here, [root]) == [_key_here(root)]

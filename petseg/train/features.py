@@ -1,13 +1,21 @@
 """Frozen-backbone features computed once and reused by every trial and epoch that can use them.
 
 A backbone's output for an image does not change while the backbone is frozen and augmentation
-is offline (fixed copies), so the study needs one backbone pass per (backbone weights, images,
-size, normalisation, augmentation seed), not one per step. Features are stored in fp16 as
-memory-mapped files under `<cache_dir>/features/<key>/`. The key covers everything that shapes them:
-the backbone's actual tensors and architecture (dilations, output stride), the dataset's files
-(identified by name, size and modification time), size, normalisation and augmentation seed, the
-compute precision, the torch / torchvision versions and a version of this feature code, so any
-change of these is a new cache rather than stale features.
+is offline (fixed copies), so the study needs one backbone pass per (backbone, images, input pipeline),
+not one per step. Features are stored in fp16 as memory-mapped files under `<cache_dir>/features/<key>/`.
+The key covers everything that shapes them, derived from the objects themselves rather than from version
+numbers someone must bump:
+- the backbone: its tensors (names, shapes, values) and every module's type and hyperparameters (all public
+  attributes and `__constants__`: kernel, stride, padding, dilation, groups, ceil_mode, BatchNorm eps and
+  momentum, bias presence, upsampling mode and align_corners...), forward hooks, and the code of petseg's own
+  module classes (docstrings and comments aside); the output stride;
+- the images: their files (name, size, modification time) in item order, offline copies by seed;
+- the input pipeline as configured: dataset type, Pillow's version and the resize filters, size, normalisation
+  mean / std, offline or no augmentation and its seed, and each augmentation with its parameters (rotation
+  degrees, interpolation and fill, flip p, colour-jitter ranges, blur kernel and sigma, their order);
+- the compute precision, the stored dtype, and the torch / torchvision versions (their layers and transforms).
+Two version numbers remain for code that no description sees: FEATURE_VERSION (this module's pass and
+storage) and petseg.data.INPUT_VERSION (how a file is decoded and an item assembled).
 
     python -m petseg.train.features --cache-dir DIR            # list caches and their disk use
     python -m petseg.train.features --cache-dir DIR --clear    # delete them
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -32,56 +41,55 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import INPUT_VERSION, SegmentationDataset, fingerprint
+from ..data import SegmentationDataset, decoding, fingerprint
 from ..disk import cached_arrays, default_cache_dir, file_lock, folder_size
 from ..models import FrozenBackboneSegmenter
+from .description import module_description
 from .engine import amp_enabled, autocast
 
 FEATURE_DTYPE = np.float16
-# Bump when the code that turns images into features changes what a cache holds: the backbone's forward
-# (2: no ReLU after DenseNet's norm5) or the input pipeline (decode, resize, normalise, augment; see
-# petseg.data.INPUT_VERSION, also in the key). Old caches then miss instead of serving stale features.
+# Bump when this module changes how features are computed or stored (the pass in backbone_batches, what
+# feature_dataset writes) in a way the key's parts cannot see. The backbone's modules (their hyperparameters
+# and, for petseg's own classes, their code), the input pipeline as configured and the storage dtype are
+# described in the key, so changing those needs no bump.
 FEATURE_VERSION = 2
 
 
 def backbone_fingerprint(model: FrozenBackboneSegmenter) -> str:
-    """sha256 of the backbone's tensors: any change of weights gives a different value."""
+    """sha256 of the backbone's tensors (parameters and buffers, with names, shapes and dtypes)."""
     digest = hashlib.sha256()
-    for name, tensor in model.backbone.state_dict().items():
-        digest.update(name.encode())
+    backbone = model.backbone
+    for name, tensor in itertools.chain(backbone.named_parameters(), backbone.named_buffers()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
-def architecture(backbone: nn.Module) -> list:
-    """The backbone's structure as the features depend on it: every module's type, and each conv's and
-    pool's kernel, stride, padding and dilation (so dilations and the output stride are in it)."""
-    described = []
-    for name, module in backbone.named_modules():
-        entry = [name, type(module).__name__]
-        for attribute in ("kernel_size", "stride", "padding", "dilation"):
-            if hasattr(module, attribute):
-                entry.append(str(getattr(module, attribute)))
-        described.append(entry)
-    return described
+def input_pipeline(dataset: SegmentationDataset) -> dict:
+    """How the dataset makes an item, as configured: its type, decoding and resize filters, size, normalisation
+    mean / std, augmentation mode and seed, and (when it augments) every augmentation with its parameters."""
+    kind = type(dataset)
+    return {"dataset": f"{kind.__module__}.{kind.__qualname__}", "decoding": decoding(), "size": dataset.size,
+            "mean": dataset.mean.flatten().tolist(), "std": dataset.std.flatten().tolist(),
+            "augment": dataset.augment, "seed": dataset.seed,
+            "augmentation": module_description(dataset.augmentation) if dataset.augment else None}
 
 
 def feature_key(backbone: nn.Module, backbone_key: str, dataset: SegmentationDataset, precision: str,
                 output_stride: float) -> str:
-    """Everything that shapes a dataset's features, hashed: code version, library versions, architecture,
-    weights, data, and the precision the backbone ran in."""
-    identity = {"version": FEATURE_VERSION, "input_version": INPUT_VERSION, "torch": torch.__version__,
-                "torchvision": torchvision.__version__, "architecture": architecture(backbone),
-                "output_stride": output_stride, "weights": backbone_key, "data": dataset_fingerprint(dataset),
-                "precision": precision}
+    """Everything that shapes a dataset's features, hashed: feature code version, library versions, the
+    backbone's complete description and weights, the images and the input pipeline, the precision the
+    backbone ran in and the dtype the features are stored in."""
+    identity = {"version": FEATURE_VERSION, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                "architecture": module_description(backbone), "output_stride": output_stride, "weights": backbone_key,
+                "data": dataset_fingerprint(dataset), "input": input_pipeline(dataset), "precision": precision,
+                "stored_as": np.dtype(FEATURE_DTYPE).name}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def dataset_fingerprint(dataset: SegmentationDataset) -> str:
-    """Hash of the items in order (offline copies by seed), their files, size and normalisation."""
-    extra = ["features", dataset.names, dataset.size, dataset.mean.flatten().tolist(),
-             dataset.std.flatten().tolist(), dataset.augment, dataset.seed]
-    return fingerprint(dataset.samples, extra, with_trimaps=True)
+    """Hash of the items in order (offline copies by seed) and their files."""
+    return fingerprint(dataset.samples, ["features", dataset.names], with_trimaps=True)
 
 
 def cacheable(dataset: SegmentationDataset) -> bool:
