@@ -21,8 +21,9 @@ every repeat pays its one-off backbone passes and decoding. The report gives eac
 again at each of --scaling-epochs (the one-off passes amortise as epochs grow); the per-step limit of the
 feature cache (a live-backbone training step over a head-only step on cached features, per variant,
 timed in this run) and how close the feature cache alone comes to it; petseg's speed goals, met or not;
-the FLOP rate of those steps as a share of a measured matmul rate; every repeat's raw wall time. The machine, the versions and
-the command are named. The last line is `total speedup N.NNx` (all together over naive, from medians).
+the FLOP rate of those steps as a share of a measured matmul rate; every repeat's raw wall time. The machine,
+the versions and the command are named. The last line is `total speedup N.NNx` (all together over naive, from
+medians).
 """
 from __future__ import annotations
 
