@@ -58,7 +58,7 @@ def report(bench, **changes) -> str:
             "device": torch.device("cpu"), "split": {"train": 48, "val": 24, "test": 24},
             "trials": [{"variant": "fcn_resnet50", "lr": 4.43e-3}, {"variant": "denseaspp_voc", "lr": 2.03e-4}],
             "slots": 2, "cores": 2, **changes}
-    return bench.render(args, info, fake_runs(), STEPS, peak=1e11)
+    return bench.render(args, info, fake_runs(), STEPS, matmul=1e11)
 
 
 def test_median_range_and_speedup_from_medians(bench):
@@ -102,6 +102,15 @@ def test_report_names_the_machine_rows_goals_and_ends_with_the_total(bench):
     assert "fcn_resnet50: 4.43e-03" in text and "48 train, 24 val, 24 test" in text
     assert text.rstrip().splitlines()[-1] == f"total speedup {290 / 105:.2f}x"
     assert re.fullmatch(r"total speedup \d+\.\d\dx", text.rstrip().splitlines()[-1])
+
+
+def test_report_gives_flop_rates_as_a_share_of_the_measured_matmul_not_as_mfu(bench):
+    text = report(bench)
+    assert "Reference: 0.100 TFLOP/s, the measured rate of a large fp32 matmul" in text
+    assert "MFU |" not in text and "| live step, share of matmul rate |" in text
+    # fcn: 4e10 FLOP in 400 ms and 1e10 in 160 ms against 1e11 FLOP/s
+    assert "| fcn_resnet50 | 0.100 | 100% | 0.062 | 62% |" in text
+    assert "A share above 100% is possible" in text
 
 
 def test_report_skips_the_bf16_row_where_the_device_lacks_it(bench, monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,9 +58,13 @@ def predict_all(model: nn.Module, images: torch.Tensor, batch_size: int, amp: bo
 
 
 def time_predictions(models: dict[str, nn.Module], images: torch.Tensor, batch_size: int, repeats: int = 3,
-                     warmup_batches: int = 2, amp: bool = True) -> dict[str, dict]:
+                     warmup_batches: int = 2, amp: bool = True,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, dict]:
     """name -> {seconds (median over repeats of predicting all images), seconds_min, seconds_max,
-    ms_per_image, images, repeats}; every model warmed up, then timed in rotating order."""
+    ms_per_image, images, repeats}; every model warmed up, then timed in rotating order.
+
+    clock: seconds as a float, read just before and just after each timed pass (a test passes a fake one).
+    """
     if repeats < 1 or warmup_batches < 0:
         raise ValueError(f"repeats={repeats}, warmup_batches={warmup_batches}: need repeats >= 1, warm-up >= 0")
     if len(images) == 0:
@@ -72,10 +77,10 @@ def time_predictions(models: dict[str, nn.Module], images: torch.Tensor, batch_s
     for round_ in range(repeats):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             _synchronise(device)
-            started = time.perf_counter()
+            started = clock()
             predict_all(models[name], images, batch_size, amp)
             _synchronise(device)
-            passes[name].append(time.perf_counter() - started)
+            passes[name].append(clock() - started)
     return {name: {"seconds": statistics.median(times), "seconds_min": min(times), "seconds_max": max(times),
                    "ms_per_image": 1000 * statistics.median(times) / len(images), "images": len(images),
                    "repeats": repeats}
