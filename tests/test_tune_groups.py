@@ -2,13 +2,14 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import optuna
 import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from petseg.tune.config import StudyConfig
-from petseg.tune.search_space import sampler_plan
+from petseg.tune.search_space import random_start, startup_trials
 from petseg.tune.groups import VariantScheduler, VariantSearcher
 
 
@@ -84,11 +85,11 @@ def test_fixed_trials_hand_out_the_list_once_and_resume(tmp_path):
 
     configs = [{"variant": "a", "lr": 0.1, "seed": 1}, {"variant": "a", "lr": 0.1, "seed": 2}]
     searcher = FixedTrials(configs, metric="m", mode="max")
-    assert searcher.suggest("t0") == configs[0]
+    assert searcher.suggest("t0") == {**configs[0], "suggested_by": "fixed"}
     searcher.save(str(tmp_path / "fixed.pkl"))
     restored = FixedTrials(configs, metric="m", mode="max")
     restored.restore(str(tmp_path / "fixed.pkl"))
-    assert restored.suggest("t1") == configs[1]
+    assert restored.suggest("t1") == {**configs[1], "suggested_by": "fixed"}
     assert restored.suggest("t2") == Searcher.FINISHED
 
 
@@ -115,14 +116,16 @@ def test_searcher_learns_within_the_paper_budget():
     assert learned < 0.6 * random, (learned, random)  # measured: 0.27-0.44 of random over other seeds
 
 
-def test_sampler_plan_fits_the_budget():
-    plans = {budget: sampler_plan(budget) for budget in (1, 2, 8, 20)}
-    for budget, (name, random_trials) in plans.items():
-        assert name and 1 <= random_trials <= budget
-    assert plans[1][1] == 1 and plans[2][1] == 2  # too few trials for a model to learn from: all random
-    assert plans[8][1] <= 8 // 4 and plans[20][1] <= 20 // 4  # most of a real budget is left to learn
+def test_random_start_fits_the_budget():
+    starts = {budget: startup_trials(budget) for budget in (1, 2, 8, 20)}
+    for budget, random_trials in starts.items():
+        assert 1 <= random_trials <= budget
+    assert starts[1] == 1 and starts[2] == 2  # too few trials for a model to learn from: all random
+    assert starts[8] <= 8 // 4 and starts[20] <= 20 // 4  # most of a real budget is left to learn
+    assert random_start(8).startswith(f"at least {starts[8]} of 8") and "at once" in random_start(8)
+    assert random_start(2) == "all 2 trials random" and random_start(8, "random") == "all 8 trials random"
     with pytest.raises(ValueError, match="num_samples"):
-        sampler_plan(0)
+        startup_trials(0)
 
 
 def test_a_diverged_trial_fails_its_search_and_leaves_the_rungs_alone():
@@ -162,3 +165,92 @@ def test_a_slot_goes_to_a_trial_that_can_work_before_one_that_would_wait_for_a_c
     searcher.on_trial_result("t0", {"m": 0.5, "epoch": 1, "training_iteration": 1})  # t0 reported: cache built
     assert not gate.building("denseaspp_ade20k") and gate.building("fcn_resnet50")
     assert searcher.suggest("t3")["variant"] != "fcn_resnet50"
+
+
+def peaked(x: float) -> float:
+    """A noise-free val-mIoU-like curve of log10(lr) with its best rate at 10**-3.5."""
+    return float(np.exp(-0.5 * ((x + 3.5) / 0.5) ** 2))
+
+
+@pytest.mark.parametrize("kind", ["gp", "tpe", "random"])
+def test_suggested_by_says_what_the_sampler_did_with_trials_side_by_side(kind):
+    budget = 8
+    searcher = VariantSearcher({"a": (1e-5, 1e-2)}, num_samples=budget, metric="m", mode="max", seed=0, sampler=kind)
+    chosen = []
+    for i in range(4):  # four trials start before any finishes
+        chosen.append(searcher.suggest(f"t{i}"))
+    for i in range(2):
+        searcher.on_trial_complete(f"t{i}", {"m": peaked(np.log10(chosen[i]["lr"]))})
+    for i in range(4, budget):  # two still running, two finished: past the start-up of a model sampler
+        chosen.append(searcher.suggest(f"t{i}"))
+    by = [c["suggested_by"] for c in chosen]
+    # Optuna's start-up counts finished trials only: all four early trials were random, not just its first two.
+    assert by[:4] == ["random"] * 4 and (startup_trials(budget, kind) == 2 or kind == "random")
+    assert by[4:] == [kind] * (budget - 4)
+    if kind != "random":  # the model's own record of a draw it made agrees, trial by trial
+        study = searcher.searchers["a"]._ot_study
+        assert [f"{kind}:relative_params:0" in t.system_attrs for t in study.trials] == [b == kind for b in by]
+
+
+@pytest.mark.parametrize("kind", ["gp", "tpe"])
+def test_trials_started_side_by_side_get_different_rates(kind):
+    def four_rates(pending: bool, new_sampler=None) -> np.ndarray:
+        """log10 lr of four model suggestions after two finished trials, the earlier ones still running or not."""
+        searcher = VariantSearcher({"a": (1e-5, 1e-2)}, num_samples=8, metric="m", mode="max", seed=seed,
+                                   sampler=kind, new_sampler=new_sampler)
+        for i in range(2):
+            searcher.on_trial_complete(f"t{i}", {"m": peaked(np.log10(searcher.suggest(f"t{i}")["lr"]))})
+        xs = []
+        for i in range(2, 6):
+            xs.append(np.log10(searcher.suggest(f"t{i}")["lr"]))
+            if not pending:  # gone from the study's running trials before the next suggestion
+                searcher.on_trial_complete(f"t{i}", None, error=True)
+        return xs
+
+    def closest(xs) -> float:
+        return float(np.abs(np.subtract.outer(xs, xs))[np.triu_indices(len(xs), 1)].min())
+
+    for seed in range(2):
+        assert closest(four_rates(pending=True)) > 0.1, seed  # measured 0.25-0.70 decades apart
+        # Without the running trials in view the same model repeats (nearly) one rate: what petseg's would do.
+        blind = (four_rates(pending=False) if kind == "gp" else four_rates(
+            pending=True, new_sampler=lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=2,
+                                                                            constant_liar=False)))
+        assert closest(blind) < 0.05, seed
+
+
+def test_the_search_learns_the_best_epoch_the_report_ranks_by():
+    from petseg.tune.results import trial_records
+    from petseg.tune.runner import METRIC, RANKED_BY
+
+    streams = {"peaked": [0.50, 0.70, 0.40], "steady": [0.55, 0.60, 0.62]}  # the peaked one ends worse
+    searcher = VariantSearcher({"a": (1e-4, 1e-2)}, num_samples=2, metric=METRIC, mode="max",
+                               ranked_by=RANKED_BY[METRIC])
+    trials, histories = [], {}
+    for trial_id, values in streams.items():
+        config = {**searcher.suggest(trial_id), "seed": 0}
+        results = [{"epoch": e + 1, "training_iteration": e + 1, METRIC: v, "best_val_weighted_iou": max(values[:e + 1])}
+                   for e, v in enumerate(values)]  # as petseg.train.training.fit reports them
+        for result in results:
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, results[-1])  # Tune passes the last result
+        histories[trial_id] = pd.DataFrame(results)
+        trials.append(SimpleNamespace(trial_id=trial_id, config=config, last_result=results[-1], status="TERMINATED",
+                                      run_metadata=SimpleNamespace(num_failures=0)))
+    records = trial_records(SimpleNamespace(trials=trials, trial_dataframes=histories), max_epochs=3)
+    report_best = records.sort_values("best_val_weighted_iou").iloc[-1]["trial_id"]
+    study = searcher.searchers["a"]._ot_study
+    assert [t.value for t in study.trials] == list(records["best_val_weighted_iou"]) == [0.70, 0.62]
+    assert report_best == "peaked" and study.best_trial.number == 0  # both pick the trial with the best epoch
+
+
+def test_the_report_counts_random_rates_from_the_column():
+    from petseg.report.analysis import suggestion_line
+
+    records = pd.DataFrame({"variant": ["fcn"] * 8 + ["deeplab"] * 8,
+                            "suggested_by": ["random"] * 3 + ["gp"] * 5 + ["random"] * 8})
+    line = suggestion_line(records, {"fcn": "FCN"}, "gp")
+    for variant, name in (("fcn", "FCN"), ("deeplab", "deeplab")):
+        mine = records[records["variant"] == variant]["suggested_by"]
+        assert f"{name} {(mine == 'random').sum()} of {len(mine)} at random" in line
+    assert "FCN 3 of 8 at random, 5 by the GP;" in line and "finished" in line

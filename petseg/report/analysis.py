@@ -27,6 +27,7 @@ METRICS = stats.METRICS
 SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
 # What a verdict is about: one trained model per variant, or the variant (training runs x test images).
 UNIT_MODEL, UNIT_VARIANT = "this trained model", "this variant"
+CHOSEN = {"random": "at random", "gp": "by the GP", "tpe": "by TPE", "fixed": "fixed", "": "unrecorded"}
 
 
 def best_model(state: dict, device: torch.device):
@@ -257,6 +258,20 @@ def verdicts_markdown(tests: pd.DataFrame, unit: str) -> str:
             + markdown_table(tests))
 
 
+def suggestion_line(records: pd.DataFrame, names: dict[str, str], sampler: str) -> str:
+    """One line: per variant, how many of its learning rates were drawn at random and how many by the model,
+    counted from the trials' `suggested_by`; `sampler` is the study's (config `sampler`)."""
+    parts = []
+    for variant, chosen in records.groupby("variant", sort=False)["suggested_by"]:
+        counts = chosen.fillna("").value_counts()
+        parts.append(f"{names.get(variant, variant)} {counts.get('random', 0)} of {len(chosen)} at random"
+                     + "".join(f", {n} {CHOSEN.get(k, k)}" for k, n in counts.items() if k != "random"))
+    why = (" (random search)." if sampler == "random" else ". The random ones are the sampler's start-up, which "
+           "counts finished trials only: a trial started before enough of its variant's trials had finished was "
+           "random too.")
+    return "Learning rates chosen (`suggested_by` in `all_trials.csv`): " + "; ".join(parts) + why
+
+
 def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, tests: pd.DataFrame,
                     records: pd.DataFrame, experiment, test_set, shown: dict, best_ids: dict[str, str]) -> Path:
     """report.md with the paper-style tables (also as CSV/LaTeX), intervals, verdicts and figures."""
@@ -283,6 +298,7 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
         "mIoU) scored on the test split. Intervals are 95% bootstrap intervals over test images.", "",
         *([f"Random-init heads (no head file, or `pretrained: false`): {', '.join(random_heads)}; their head "
            "pretraining reads \"random init\" below.", ""] if random_heads else []),
+        suggestion_line(records, names, config.search.sampler), "",
         "## Table 1: models", "", write_table(table1, out, "table1", "Models compared"),
         "## Table 2: results on the test split", "", write_table(table2, out, "table2", "Test results"),
         *([f"Beside the paper: the `paper_*` columns are the published figures ({paper.source()}); "

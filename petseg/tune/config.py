@@ -16,7 +16,7 @@ import yaml
 from ..disk import default_cache_dir
 from ..errors import ConfigError, WeightsUnavailableError
 from ..models import VARIANTS, build_seeded_model, find_head_weights, weights_cache_dir
-from .search_space import DEFAULT_SAMPLER, SAMPLERS, sampler_plan
+from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
 
 
 @dataclass
@@ -399,10 +399,8 @@ def check_head_files(config: StudyConfig, heads: dict[str, str] | None = None) -
 def search_plan(config: StudyConfig, variant: str) -> str:
     """One line saying how `variant`'s learning rate is searched and its trials stopped."""
     low, high = lr_bounds(config, variant)
-    sampler, random_trials = sampler_plan(config.search.num_samples, config.search.sampler)
-    start = (f"all {random_trials}" if random_trials == config.search.num_samples
-             else f"first {random_trials} of {config.search.num_samples}")
-    return (f"{config.search.num_samples} trials, lr log-uniform [{low:g}, {high:g}] "
-            f"({sampler}, {start} trials random, seed {config.search.seed}); "
-            f"ASHA of its own (grace {config.search.grace_period}, factor {config.search.reduction_factor}, "
-            f"max {config.search.max_epochs} epochs); early stop after {config.search.patience} epochs without val-loss gain")
+    search = config.search
+    return (f"{search.num_samples} trials, lr log-uniform [{low:g}, {high:g}] ({SAMPLERS[search.sampler]}, "
+            f"{random_start(search.num_samples, search.sampler)}, seed {search.seed}); "
+            f"ASHA of its own (grace {search.grace_period}, factor {search.reduction_factor}, "
+            f"max {search.max_epochs} epochs); early stop after {search.patience} epochs without val-loss gain")

@@ -3,7 +3,8 @@
 One seeded Optuna search (a GP after a budget-sized random start, see `petseg.search_space`) and
 one ASHA per `config["variant"]`, so a variant's trials are only ever ranked against each other:
 a weak variant's best learning rate is never stopped because another variant is stronger. Both
-subclass Tune DeveloperAPIs, tested on the Ray version pinned in pyproject.toml.
+subclass Tune DeveloperAPIs, tested on the Ray version pinned in pyproject.toml. Every suggestion
+says how its learning rate was chosen (`suggested_by`: random, gp, tpe, or fixed for a given list).
 """
 from __future__ import annotations
 
@@ -89,11 +90,63 @@ class _StateSearcher(Searcher):
 
 def make_sampler(kind: str, num_samples: int, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler `kind` ("gp", petseg's default; "tpe"; "random") for one variant's `num_samples`
-    trials, random for its budget-sized start (see petseg.search_space)."""
+    trials, random for its budget-sized start (see petseg.search_space), aware of the trials still running.
+
+    OptunaSearch keeps a started trial RUNNING in its study until it is told the result: the GP then picks
+    the next rate by expected improvement over the running ones too (qLogEI), and TPE's constant liar counts
+    them as bad, so trials started side by side spread out instead of repeating one rate.
+    """
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    sampler = {"gp": optuna.samplers.GPSampler, "tpe": optuna.samplers.TPESampler}[kind]
-    return sampler(seed=seed, n_startup_trials=startup_trials(num_samples, kind))
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(num_samples, kind),
+                                          constant_liar=True)
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials(num_samples, kind))
+
+
+MODELS = {optuna.samplers.GPSampler: "gp", optuna.samplers.TPESampler: "tpe"}  # model sampler -> suggested_by
+
+
+class TracedSampler(optuna.samplers.BaseSampler):
+    """Delegates to `sampler` and keeps, in `last`, how its latest trial's parameters were chosen.
+
+    Optuna's GP and (multivariate) TPE draw from their model in relative sampling and fall back to independent
+    sampling, random, for the start-up; over the fixed lr range nothing else reaches independent sampling. So
+    a trial whose relative sampling returned its rate was suggested by the model, any other one at random.
+    """
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler):
+        self.sampler = sampler
+        self.model = next((name for cls, name in MODELS.items() if isinstance(sampler, cls)), "random")
+        self.last = "random"
+
+    def infer_relative_search_space(self, study, trial):
+        """The wrapped sampler's relative search space."""
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        """The wrapped sampler's model draw; noted as the model's when it returned any parameter."""
+        params = self.sampler.sample_relative(study, trial, search_space)
+        if params:
+            self.last = self.model
+        return params
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        """The wrapped sampler's independent (start-up) draw."""
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        """A new trial: random until its relative sampling says otherwise."""
+        self.last = "random"
+        self.sampler.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        """Pass the finished trial on to the wrapped sampler."""
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Reseed the wrapped sampler."""
+        self.sampler.reseed_rng()
 
 
 class VariantSearcher(_StateSearcher):
@@ -101,26 +154,29 @@ class VariantSearcher(_StateSearcher):
     not waiting for a cache build, if any).
 
     `sampler` names the kind (see make_sampler); `new_sampler(seed)`, if given, builds each variant's instead.
+    `ranked_by` (default `metric`) is the result key a finished trial is ranked by, the value its search learns.
     """
 
     def __init__(self, lr_bounds: dict[str, tuple[float, float]], num_samples: int, metric: str, mode: str,
                  seed: int = 0, sampler: str = DEFAULT_SAMPLER,
                  new_sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
-                 gate: CacheGate | None = None):
+                 gate: CacheGate | None = None, ranked_by: str | None = None):
         super().__init__(metric=metric, mode=mode, gate=gate)
         self.num_samples = num_samples
+        self.ranked_by = ranked_by or metric
         new_sampler = new_sampler or partial(make_sampler, sampler, num_samples)
+        self.samplers = {variant: TracedSampler(new_sampler(seed + index)) for index, variant in enumerate(lr_bounds)}
         self.searchers = {
             variant: OptunaSearch(space={"lr": optuna.distributions.FloatDistribution(low, high, log=True)},
-                                  metric=metric, mode=mode, sampler=new_sampler(seed + index))
-            for index, (variant, (low, high)) in enumerate(lr_bounds.items())
+                                  metric=self.ranked_by, mode=mode, sampler=self.samplers[variant])
+            for variant, (low, high) in lr_bounds.items()
         }
         self.started = {variant: 0 for variant in self.searchers}
 
     def suggest(self, trial_id: str) -> dict | None:
-        """{"variant", "lr"} for the least-started variant still under its budget (allowed by the cache gate,
-        not waiting for a build where one can), None while the gate holds every such variant back, FINISHED when
-        all budgets are spent."""
+        """{"variant", "lr", "suggested_by"} for the least-started variant still under its budget (allowed by the
+        cache gate, not waiting for a build where one can), None while the gate holds every such variant back,
+        FINISHED when all budgets are spent."""
         open_variants = [v for v, n in self.started.items() if n < self.num_samples]
         if not open_variants:
             return Searcher.FINISHED
@@ -131,16 +187,17 @@ class VariantSearcher(_StateSearcher):
         suggestion = self.searchers[variant].suggest(trial_id)
         self.started[variant] += 1
         self._started(trial_id, variant)
-        return {"variant": variant, "lr": suggestion["lr"]}
+        return {"variant": variant, "lr": suggestion["lr"], "suggested_by": self.samplers[variant].last}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Route an intermediate result to the trial's own variant search."""
         super().on_trial_result(trial_id, result)
-        if trial_id in self.trial_variant and self.metric in result and not diverged(result):
+        if trial_id in self.trial_variant and self.ranked_by in result and not diverged(result):
             self.searchers[self.trial_variant[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Route a final result (or error) to the trial's own variant search; a diverged trial counts as failed."""
+        """Route a final result (or error) to the trial's own variant search, which learns its `ranked_by` value;
+        a diverged trial counts as failed."""
         if trial_id in self.trial_variant:
             if result is not None and diverged(result):
                 result, error = None, True
@@ -228,7 +285,7 @@ class SchedulerState(Callback):
 
 class FixedTrials(_StateSearcher):
     """Suggests a fixed list of configs in order (those the cache gate allows, and of them those not waiting for a
-    cache build, first), then FINISHED (e.g. seed repeats of chosen configs)."""
+    cache build, first), then FINISHED (e.g. seed repeats of chosen configs); each marked suggested_by "fixed"."""
 
     def __init__(self, configs: list[dict], metric: str, mode: str, gate: CacheGate | None = None):
         super().__init__(metric=metric, mode=mode, gate=gate)
@@ -247,7 +304,7 @@ class FixedTrials(_StateSearcher):
         index = min(allowed, key=lambda i: (self._waits(self.configs[i]["variant"]), i))
         self.handed.add(index)
         self._started(trial_id, self.configs[index]["variant"])
-        return dict(self.configs[index])
+        return {**self.configs[index], "suggested_by": "fixed"}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Nothing to learn (the list is fixed); the gate counts the trial as finished."""

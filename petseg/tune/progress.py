@@ -10,7 +10,7 @@ from ray import tune
 from ray.exceptions import RayError
 
 from .config import StudyConfig
-from .search_space import sampler_plan
+from .search_space import SAMPLERS, random_start
 
 SHORT = {"val_weighted_iou": "wIoU", "val_mean_iou": "mIoU"}
 WAIT_NOTE_S = 60  # how long trials may all be pending before the console says they are waiting
@@ -27,12 +27,12 @@ def attach(messages) -> None:
 def print_start(config: StudyConfig, path: Path, metric: str) -> None:
     """The resolved plan in a few lines, where the full config is saved and how to watch the trials."""
     search, run = config.search, config.run
-    sampler, random_trials = sampler_plan(search.num_samples, search.sampler)
     asha = (f"ASHA per variant (grace {search.grace_period}, factor {search.reduction_factor})" if search.asha
             else "no ASHA")
     where = f"the Ray cluster at {run.address}" if run.address else "a local Ray"
     print(f"[petseg] {run.name}: {len(search.variants)} variant(s) x {search.num_samples} learning rates "
-          f"({sampler}, {random_trials} random first), {asha}, at most {search.max_epochs} epochs, "
+          f"({SAMPLERS[search.sampler]}, {random_start(search.num_samples, search.sampler)}), {asha}, "
+          f"at most {search.max_epochs} epochs, "
           f"{search.image_size} px, batch {search.batch_size}, seed {search.seed}, ranking by val {SHORT.get(metric, metric)}",
           flush=True)
     print(f"[petseg] {run.cpus_per_trial:g} CPU / {run.gpus_per_trial:g} GPU per trial on {where}; full config in "

@@ -34,7 +34,8 @@ def _error_reason(trial) -> str:
 
 
 def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.DataFrame:
-    """One row per trial: variant, lr, seed, epochs run, how it ended, best val metrics, time, node, error."""
+    """One row per trial: variant, lr, how the lr was chosen, seed, epochs run, how it ended, best val metrics,
+    time, node, error."""
     rows = []
     for trial in experiment.trials:
         history = experiment.trial_dataframes.get(trial.trial_id)
@@ -46,6 +47,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
             "trial_id": trial.trial_id,
             "variant": trial.config["variant"],
             "lr": trial.config["lr"],
+            "suggested_by": trial.config.get("suggested_by", ""),  # random, gp, tpe or fixed (see tune.groups)
             "seed": trial.config["seed"],
             "epochs": int(result.get("epoch", 0)),
             "ended_by": ended_by(trial, max_epochs),

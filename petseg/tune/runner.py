@@ -29,6 +29,10 @@ from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearch
 from .trainable import train_variant
 
 METRIC, MODE = "val_weighted_iou", "max"
+# What a finished trial is ranked by, so its search learns that number: the study keeps each trial's best epoch
+# (results.best_trials), so for METRIC the best so far; other metrics as their last epoch left them (head
+# pretraining exports a trial's last checkpoint). ASHA compares the current epoch's METRIC at its rungs.
+RANKED_BY = {METRIC: "best_val_weighted_iou"}
 CONFIG_FILE, DATA_FILE = "petseg_config.yaml", "petseg_data.json"
 _ctrl_c = threading.Event()  # set by Ctrl-C during a search, read by StopOnCtrlC and run_search
 
@@ -95,7 +99,8 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
         searcher, scheduler = FixedTrials(fixed, metric, MODE, gate=gate), None
     else:
         searcher = VariantSearcher({v: lr_bounds(config, v) for v in search.variants}, search.num_samples, metric,
-                                   MODE, seed=search.seed, sampler=search.sampler, gate=gate)
+                                   MODE, seed=search.seed, sampler=search.sampler, gate=gate,
+                                   ranked_by=RANKED_BY.get(metric, metric))
         scheduler = VariantScheduler(search.variants, metric, MODE, max_t=search.max_epochs,
                                      grace_period=search.grace_period, reduction_factor=search.reduction_factor
                                      ) if search.asha else None

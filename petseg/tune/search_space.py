@@ -1,4 +1,4 @@
-"""How each variant's learning rate is searched: the sampler and how many of its trials are random.
+"""How each variant's learning rate is searched: the sampler and the fewest of its trials drawn at random.
 
 Kept free of Ray (and Optuna) so `petseg.tune.config` can describe the plan for `--dry-run` before Ray
 is imported. The choice is measured by experiments/search_benchmark.py (results/search_benchmark.md).
@@ -19,9 +19,11 @@ def startup_trials(num_samples: int, sampler: str = DEFAULT_SAMPLER) -> int:
     return num_samples if sampler == "random" else min(num_samples, STARTUP)
 
 
-def sampler_plan(num_samples: int, sampler: str = DEFAULT_SAMPLER) -> tuple[str, int]:
-    """The sampler's name and how many of the `num_samples` trials per variant it draws at random.
-
-    Startup counts finished trials: trials started side by side before that many have finished are random too.
-    """
-    return SAMPLERS[sampler], startup_trials(num_samples, sampler)
+def random_start(num_samples: int, sampler: str = DEFAULT_SAMPLER) -> str:
+    """How many of a variant's `num_samples` trials are random, in words: all, or a minimum that trials run at
+    once raise (the start-up counts finished trials; each trial records how its lr was chosen)."""
+    random_trials = startup_trials(num_samples, sampler)
+    if random_trials == num_samples:
+        return f"all {num_samples} trials random"
+    return (f"at least {random_trials} of {num_samples} trials random and more when a variant's trials run at once, "
+            f"as the start-up lasts until {random_trials} have finished")
