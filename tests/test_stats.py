@@ -1,19 +1,27 @@
 """Bootstrap confidence intervals and paired tests over per-image confusion matrices."""
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from petseg.data import PetSegmentation, find_samples, load_trimap
 from petseg.train.engine import evaluate
 from petseg.metrics import scores
+from petseg.report.calibration import TOLERANCE, CalibrationError, Scenario, calibrate
 from petseg.report.stats import (METRICS, batch_scores, bootstrap_ci, holm, paired_test, paired_variant_test,
                                  pairwise_tests, seed_summary, summarize)
 from petseg.train.engine import per_image_confusions
 from petseg.models import build_seeded_model
 from petseg.train.training import make_loader
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def image_confusions(correct: np.ndarray, pixels: int = 10) -> np.ndarray:
@@ -88,20 +96,21 @@ def test_holm_adjusts_step_down_and_keeps_the_order():
 
 
 def test_pairwise_verdicts_are_holm_corrected():
-    rng = np.random.default_rng(6)
+    rng = np.random.default_rng(0)
     scored = {"good": noisy_confusions(rng, 60, 0.92), "bad": noisy_confusions(rng, 60, 0.75)}
-    # Equally good variants whose one test would be borderline: the correction over all tests decides.
-    scored.update({f"same{i}": noisy_confusions(rng, 60, 0.85) for i in range(4)})
-    rows = pairwise_tests(scored, seed=0, n_resamples=4000)
-    assert len(rows) == 15 * 3
+    # Six equally good variants: 45 tests among them, enough for the uncorrected test to call some different.
+    scored.update({f"same{i}": noisy_confusions(rng, 60, 0.85) for i in range(6)})
+    rows = pairwise_tests(scored, seed=0, n_resamples=2000)
+    assert len(rows) == 28 * 3
     adjusted = holm([row["p_value"] for row in rows])
     for row, p_holm in zip(rows, adjusted):
         assert row["p_holm"] == pytest.approx(p_holm) and row["p_holm"] >= row["p_value"]
         assert (row["verdict"] != "not distinguishable") == (row["p_holm"] < 0.05)
     good_bad = [r for r in rows if {r["a"], r["b"]} == {"good", "bad"}]
     assert all(r["verdict"] == ("A better" if r["a"] == "good" else "B better") for r in good_bad)
-    # Without the correction, some "same" pairs would be called different at 95%; with it, none is.
+    # Without the correction some "same" pairs would be called different at 95%; with it, none is.
     same = [r for r in rows if r["a"].startswith("same") and r["b"].startswith("same")]
+    assert sum(r["p_value"] < 0.05 for r in same) >= 2
     assert all(r["verdict"] == "not distinguishable" for r in same)
 
 
@@ -119,7 +128,67 @@ def test_variant_level_test_widens_with_training_variation():
         [scores(torch.from_numpy(r.sum(axis=0)))["pixel_accuracy"] for r in steady])
     assert variant["diff"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="at least two training runs"):
-        paired_variant_test(shaky[:1], steady, "pixel_accuracy")
+        paired_variant_test(shaky[:1], shaky[:1], "pixel_accuracy")
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_variant_test(shaky[:3], steady, "pixel_accuracy")
+
+
+def test_variant_test_is_a_paired_t_test_over_seeds_when_the_images_add_no_variance():
+    """Every image of a run alike: resampling images changes nothing, so only the seeds vary."""
+    rng = np.random.default_rng(9)
+    per_run = rng.integers(10, 200, size=(2, 4, 3, 3))  # variant, seed, matrix
+    runs_a, runs_b = (np.repeat(per_run[v][:, None], 20, axis=1) for v in (0, 1))  # [4 seeds, 20 images, 3, 3]
+    for metric in METRICS:
+        a, b = (batch_scores(per_run[v], metric) for v in (0, 1))
+        result = paired_variant_test(runs_a, runs_b, metric, n_resamples=300)
+        assert result["diff"] == pytest.approx(np.mean(a - b))
+        assert result["p_value"] == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue)  # paired by seed index
+        half_width = scipy.stats.t(3).ppf(0.975) * np.std(a - b, ddof=1) / 2
+        assert (result["low"], result["high"]) == pytest.approx((np.mean(a - b) - half_width,
+                                                                  np.mean(a - b) + half_width))
+
+
+def test_model_test_is_a_t_test_over_images_with_the_bootstrap_standard_error():
+    """Pixel accuracy of equal-size images is a mean over images: the test is the paired t-test over them."""
+    rng = np.random.default_rng(10)
+    first, second = noisy_confusions(rng, 10, 0.85), noisy_confusions(rng, 10, 0.8)
+    a, b = (np.trace(c, axis1=1, axis2=2) / c.sum(axis=(1, 2)) for c in (first, second))
+    result = paired_test(first, second, "pixel_accuracy", n_resamples=20_000)
+    assert result["diff"] == pytest.approx(np.mean(a - b))
+    # The bootstrap's variance is 9/10 of the unbiased one at 10 images; the test scales it back.
+    expected = scipy.stats.t(9).ppf(0.975) * np.std(a - b, ddof=1) / math.sqrt(10)
+    assert (result["high"] - result["low"]) / 2 == pytest.approx(expected, rel=0.02)
+    assert result["p_value"] == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue, rel=0.1)
+
+
+def test_both_tests_hold_their_false_positive_rate_in_a_null_simulation():
+    """A small experiments/calibrate_stats.py: equal variants (models) are called different at most about 5% of
+    the time, and a real difference is found."""
+    sims = 600
+    table = calibrate(Scenario(delta=0.08), seed_counts=(2, 5), sims=sims, n_resamples=100).set_index(
+        ["test", "seeds"])
+    bound = 0.05 + TOLERANCE * math.sqrt(0.05 * 0.95 / sims)
+    assert list(table.index) == [("variant", 2), ("variant", 5), ("model", 1)]
+    for (test, seeds), row in table.iterrows():
+        assert row["false_positive_rate"] <= bound, (test, seeds, row["false_positive_rate"])
+        assert row["within"]
+    assert table.loc[("variant", 5), "power"] > 0.5 and table.loc[("model", 1), "power"] > 0.9
+    with pytest.raises(CalibrationError, match=r"seed counts \[1, 5\]"):
+        calibrate(Scenario(), seed_counts=(1, 5), sims=10)
+
+
+def test_calibration_script_writes_its_table_and_command(tmp_path):
+    output = tmp_path / "calibration.md"
+    args = ["--sims", "40", "--resamples", "20", "--seeds", "2,3", "--output", str(output)]
+    run = subprocess.run([sys.executable, str(ROOT / "experiments" / "calibrate_stats.py"), *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    text = output.read_text()
+    assert f"`python experiments/calibrate_stats.py {' '.join(args)}`" in text and "40 simulations" in text
+    assert text.count("this variant (paired_variant_test)") == 2 and "this trained model (paired_test) | 1 |" in text
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "calibrate_stats.py"), "--seeds", "1,2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert bad.returncode == 2 and "seed counts [1, 2]" in bad.stderr
 
 
 def test_identical_models_are_not_distinguishable():

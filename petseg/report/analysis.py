@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 import torch
 import yaml
 from ray import tune
@@ -77,7 +78,7 @@ def compute_spent(records: pd.DataFrame, variant: str, config: StudyConfig) -> d
 
 def pairwise(scored: dict[str, np.ndarray], names: dict[str, str], seed: int, variant_level: bool = False
              ) -> pd.DataFrame:
-    """Holm-corrected paired bootstrap tests between every pair of variants, per metric, with the verdict's unit."""
+    """Holm-corrected paired tests between every pair of variants, per metric, with the verdict's unit."""
     unit = UNIT_VARIANT if variant_level else UNIT_MODEL
     rows = []
     for test in stats.pairwise_tests(scored, seed=seed, variant_level=variant_level):
@@ -90,18 +91,39 @@ def pairwise(scored: dict[str, np.ndarray], names: dict[str, str], seed: int, va
 
 
 def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.device
-                 ) -> tuple[pd.DataFrame, dict[str, list[np.ndarray]]]:
-    """Per variant: how many seeds and the mean and std of their test metrics; and each seed run's
-    per-image confusions (variant -> [N, C, C] per run), for the variant-level tests."""
+                 ) -> dict[str, dict[int, np.ndarray]]:
+    """Each variant's seed repeats (fresh seeds at its chosen lr, never the search's selected trial):
+    variant -> seed -> that run's per-image test confusions [N, C, C]."""
     experiment = tune.ExperimentAnalysis(str(seeds_path))
     records = trial_records(experiment, config.search.max_epochs)
     by_id = {t.trial_id: t for t in experiment.trials}
-    runs: dict[str, list[np.ndarray]] = {}
+    runs: dict[str, dict[int, np.ndarray]] = {}
     for _, record in records[records["ended_by"] != "error"].sort_values("seed").iterrows():
         state = latest_state(by_id[record["trial_id"]])
         if state is not None:
-            runs.setdefault(record["variant"], []).append(
-                per_image_confusions(best_model(state, device), dataset, device, config.search.batch_size))
+            runs.setdefault(record["variant"], {})[int(record["seed"])] = per_image_confusions(
+                best_model(state, device), dataset, device, config.search.batch_size)
+    return runs
+
+
+def common_seeds(runs: dict[str, dict[int, np.ndarray]], variants: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """The one set of seed runs behind both the mean ± std columns and the variant-level tests: the seeds
+    every one of `variants` with seed runs finished, stacked per variant [seeds, N, C, C] in seed order (run k
+    of one variant is paired with run k of another); and a sentence naming the runs left out, if any."""
+    runs = {variant: runs[variant] for variant in variants if runs.get(variant)}
+    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in runs.values()))) if runs else []
+    left_out = [f"{variant} seed {', '.join(map(str, sorted(set(by_seed) - set(seeds))))}"
+                for variant, by_seed in runs.items() if set(by_seed) - set(seeds)]
+    missing = [variant for variant in variants if variant not in runs]
+    note = " ".join(
+        ([f"Left out so that every variant is summarised and tested on the same seeds: {'; '.join(left_out)}."]
+         if left_out else [])
+        + ([f"No finished seed run: {', '.join(missing)}."] if missing else []))
+    return {variant: np.stack([by_seed[s] for s in seeds]) for variant, by_seed in runs.items() if seeds}, note
+
+
+def seed_columns(runs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per variant: how many seed runs and the mean and std of their test metrics."""
     rows = []
     for variant, confusions in runs.items():
         totals = [scores(torch.from_numpy(c.sum(axis=0))) for c in confusions]
@@ -110,7 +132,8 @@ def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.d
             row[f"test_{metric}_seed_mean"], row[f"test_{metric}_seed_std"] = stats.seed_summary(
                 [total[metric] for total in totals])
         rows.append(row)
-    return pd.DataFrame(rows), runs
+    return pd.DataFrame(rows, columns=["key", "seeds", *[f"test_{m}_seed_{s}" for m in METRICS
+                                                          for s in ("mean", "std")]])
 
 
 def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Path,
@@ -153,21 +176,22 @@ def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Pat
         times = prediction_times(models, datasets["test"], config, device)
         comparison = comparison.merge(pd.DataFrame([{"key": v, **t} for v, t in times.items()]), on="key")
     tests = pairwise(confusions, names, config.search.seed)
+    seed_note = ""
     if seeds_path is not None and rows:
-        seeds, runs = seed_repeats(Path(seeds_path), datasets["test"], config, device)
-        comparison = comparison.merge(seeds, on="key", how="left")
-        # The variant level: each variant's best trial and its seed repeats, all trained at its best lr.
-        runs = {v: np.stack([confusions[v], *runs[v]]) for v in confusions if v in runs}
-        if len(runs) >= 2:
+        repeats = seed_repeats(Path(seeds_path), datasets["test"], config, device)
+        runs, seed_note = common_seeds(repeats, list(confusions))
+        comparison = comparison.merge(seed_columns(runs), on="key", how="left")
+        if len(runs) >= 2 and len(next(iter(runs.values()))) >= stats.VARIANT_MIN_SEEDS:
             tests = pd.concat([tests, pairwise(runs, names, config.search.seed, variant_level=True)], ignore_index=True)
     if config.search.preset == "paper" and rows:
         comparison = paper.beside_paper(comparison)
     comparison.to_csv(out / "comparison.csv", index=False)
     tests.to_csv(out / "pairwise.csv", index=False)
-    (out / "comparison.md").write_text(comparison_markdown(comparison, tests))
+    (out / "comparison.md").write_text(comparison_markdown(comparison, tests, seed_note))
     if rows:
         best_ids = {variant: record["trial_id"] for variant, (_, record) in best.items()}
-        write_report_md(out, config, comparison, tests, records, experiment, datasets["test"], shown, best_ids)
+        write_report_md(out, config, comparison, tests, records, experiment, datasets["test"], shown, best_ids,
+                        seed_note)
     return out
 
 
@@ -190,8 +214,10 @@ def console_summary(results: Path) -> str:
     except pd.errors.EmptyDataError:  # what an empty comparison writes
         return f"no variant finished a trial; see {results / 'all_trials.csv'}"
     table = comparison[list(CONSOLE_COLUMNS)].rename(columns=CONSOLE_COLUMNS)
+    tests = pd.read_csv(results / "pairwise.csv")
+    note = too_few_seeds(comparison, tests)
     return ("\nTable 2 (test split):\n\n" + markdown_table(table) + "\n"
-            + verdict_summary(pd.read_csv(results / "pairwise.csv"), dict(zip(comparison["key"], comparison["model"])))
+            + verdict_summary(tests, dict(zip(comparison["key"], comparison["model"]))) + (f" {note}" if note else "")
             + f"\n\nFull report, intervals and figures: {results / 'report.md'}")
 
 
@@ -213,7 +239,7 @@ def verdict_summary(tests: pd.DataFrame, names: dict[str, str]) -> str:
     return " ".join(sentences)
 
 
-def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame) -> str:
+def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame, seed_note: str = "") -> str:
     """The comparison as Markdown: metrics with intervals, seeds if any, then the verdicts and what they cover."""
     if comparison.empty:
         return "no variant finished a trial\n"
@@ -226,15 +252,41 @@ def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame) -> str:
     for name in CLASS_NAMES:
         shown[f"test_iou_{name}"] = comparison[f"test_iou_{name}"]
     shown["prediction_ms_per_image"] = comparison["prediction_ms_per_image"]
-    if "seeds" in comparison:
+    seeds = _seed_count(comparison)
+    if seeds is not None:
         for metric in METRICS:
             shown[f"{metric} over seeds"] = comparison.apply(
                 lambda r, m=metric: f"{r[f'test_{m}_seed_mean']:.4f} ± {r[f'test_{m}_seed_std']:.4f} "
                 f"(n={r['seeds']:.0f})" if pd.notna(r["seeds"]) else "", axis=1)
     text = markdown_table(shown) + "\n" + timing_note(comparison) + "\n"
+    if seeds is not None:
+        text += ("\nOver seeds: mean ± std (ddof 1) of the test metrics of runs trained afresh with seeds of their "
+                 "own at each variant's chosen lr; the search's selected trial is not among them (its val score was "
+                 "the best of several, so it is biased upwards). The same runs feed the tests about "
+                 f"{UNIT_VARIANT}.{' ' + seed_note if seed_note else ''}\n")
     for unit, group in tests.groupby("unit", sort=False):
-        text += "\n" + verdicts_markdown(group, unit)
-    return text
+        text += "\n" + verdicts_markdown(group, unit, seeds)
+    note = too_few_seeds(comparison, tests)
+    return text + (f"\n{note}\n" if note else "")
+
+
+def _seed_count(comparison: pd.DataFrame) -> int | None:
+    """Seed runs per variant behind the over-seeds columns (one set for all), or None without seed runs."""
+    if "seeds" not in comparison or comparison["seeds"].isna().all():
+        return None
+    return int(comparison["seeds"].max())
+
+
+def too_few_seeds(comparison: pd.DataFrame, tests: pd.DataFrame) -> str:
+    """Why there are no verdicts about the variant although seeds were run; "" where there are, or no seeds."""
+    seeds = _seed_count(comparison)
+    if "seeds" not in comparison or (not tests.empty and (tests["unit"] == UNIT_VARIANT).any()):
+        return ""
+    if seeds is None or seeds < stats.VARIANT_MIN_SEEDS:
+        return (f"No verdicts about {UNIT_VARIANT}: {seeds or 0} seed run(s) per variant, and a test over seeds needs "
+                f"at least {stats.VARIANT_MIN_SEEDS} (run with `--seeds {stats.VARIANT_MIN_SEEDS}` or more; "
+                "`results/calibration.md` shows how power grows with more).")
+    return f"No verdicts about {UNIT_VARIANT}: only one variant has seed runs."
 
 
 def timing_note(comparison: pd.DataFrame) -> str:
@@ -245,17 +297,24 @@ def timing_note(comparison: pd.DataFrame) -> str:
             f"then the median of {first['prediction_repeats']} passes per model in rotating order.")
 
 
-def verdicts_markdown(tests: pd.DataFrame, unit: str) -> str:
-    """The paired tests of one unit, with the correction and what the verdicts are about."""
-    what = (f"one trained model per variant (its best trial): test images vary, training does not, so a verdict "
-            f"is about {UNIT_MODEL}, not about the variant" if unit == UNIT_MODEL else
-            "each variant's best trial and its seed repeats: training runs and test images both vary, so a "
-            f"verdict is about {UNIT_VARIANT}")
+def verdicts_markdown(tests: pd.DataFrame, unit: str, seeds: int | None = None) -> str:
+    """The paired tests of one unit, with the test, the correction and what the verdicts are about."""
+    if unit == UNIT_MODEL:
+        how = ("Paired tests on the same test images, one trained model per variant (its best trial): test images "
+               f"vary, training does not, so a verdict is about {UNIT_MODEL}, not about the variant. Each is a t-test "
+               "of the difference with its standard error from a paired bootstrap over images")
+    else:
+        # The first Holm step compares the smallest p with alpha / tests: how many standard errors that takes.
+        needed = scipy.stats.t(seeds - 1).ppf(1 - 0.05 / (2 * len(tests)))
+        how = (f"Paired t-tests over seeds: {seeds} fresh runs per variant, seed k of a against seed k of b, on "
+               f"{seeds - 1} degree(s) of freedom, the test images' bootstrap variance added to the seeds' "
+               f"(training runs and test images both vary, so a verdict is about {UNIT_VARIANT}). With few seeds "
+               f"only a large, steady difference reaches a verdict: the first Holm step needs a difference of "
+               f"{needed:.1f} standard errors (`results/calibration.md` shows the power)")
     better = tests[tests["verdict"] != "not distinguishable"]
-    return (f"Paired bootstrap tests on the same test images, {what}. Difference = a - b with its own 95% "
-            f"interval; {len(tests)} tests at once, so p-values are Holm-corrected (p_holm) and \"better\" "
-            f"needs p_holm < 0.05 ({len(better)} of {len(tests)}); otherwise \"not distinguishable\".\n\n"
-            + markdown_table(tests))
+    return (f"{how}. Difference = a - b with its own 95% interval; {len(tests)} tests at once, so p-values are "
+            f"Holm-corrected (p_holm) and \"better\" needs p_holm < 0.05 ({len(better)} of {len(tests)}); "
+            "otherwise \"not distinguishable\".\n\n" + markdown_table(tests))
 
 
 def suggestion_line(records: pd.DataFrame, names: dict[str, str], sampler: str) -> str:
@@ -273,7 +332,8 @@ def suggestion_line(records: pd.DataFrame, names: dict[str, str], sampler: str) 
 
 
 def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, tests: pd.DataFrame,
-                    records: pd.DataFrame, experiment, test_set, shown: dict, best_ids: dict[str, str]) -> Path:
+                    records: pd.DataFrame, experiment, test_set, shown: dict, best_ids: dict[str, str],
+                    seed_note: str = "") -> Path:
     """report.md with the paper-style tables (also as CSV/LaTeX), intervals, verdicts and figures."""
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
@@ -303,7 +363,7 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
         "## Table 2: results on the test split", "", write_table(table2, out, "table2", "Test results"),
         *([f"Beside the paper: the `paper_*` columns are the published figures ({paper.source()}); "
            "`diff_*` = petseg - paper.", ""] if "paper_pixel_accuracy" in comparison else []),
-        "## Test metrics with 95% intervals, and paired tests", "", comparison_markdown(comparison, tests),
+        "## Test metrics with 95% intervals, and paired tests", "", comparison_markdown(comparison, tests, seed_note),
         "## Figures", "",
         "![learning curves](figures/learning_curves.png)", "",
         "![learning-rate landscape](figures/lr_landscape.png)", "",
