@@ -78,3 +78,72 @@ def test_loader_workers_follow_the_trial_cpus_unless_set():
     assert loader_workers(None, 4) == 3
     assert loader_workers(None, 1) == 0
     assert loader_workers(2, 8) == 2
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS)  # ~600 bytes that plain YAML expands into 9**9 strings
+    assert len(path.read_bytes()) < 1000
+    with pytest.raises(ConfigError, match=r"bomb.yaml is not valid YAML: an alias \(\*a\)") as err:
+        resolve_config("smoke", path)
+    assert len(str(err.value)) < 500  # the message names the line, not the expansion
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("max_epochs: 3\nnum_samples: 2\nmax_epochs: 5\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml is not valid YAML: key 'max_epochs' is given twice(.|\n)*line 3"):
+        resolve_config("smoke", path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("lr_range:\n  denseaspp: [1.0e-5, 1.0e-2]\n  denseaspp: [1.0e-4, 1.0e-1]\n")
+    with pytest.raises(ConfigError, match="key 'denseaspp' is given twice"):
+        resolve_config("smoke", nested)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("max_epochs: 3\n".encode("utf-16"), "is not UTF-8 text"),
+    (bytes(range(256)) * 4, "is not UTF-8 text"),
+    (b"max_epochs: 3\x00\x00", "holds NUL bytes"),
+    (b"x: " + b"1" * (1 << 20), "a config is a short YAML mapping"),
+], ids=["utf-16", "binary", "nul", "huge"])
+def test_a_file_that_is_not_yaml_text_is_named(tmp_path, content, message):
+    path = tmp_path / "odd.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"config file {path}.*{message}"):
+        resolve_config("smoke", path)
+
+
+def test_a_utf8_file_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("max_epochs: 3\n".encode("utf-8-sig"))
+    assert resolve_config("smoke", path).search.max_epochs == 3
+
+
+def test_the_studys_own_saved_config_is_accepted_by_config(tmp_path):
+    saved = resolve_config("smoke", overrides={"num_samples": 3, "name": "mine", "max_epochs": 4})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved.to_dict(), sort_keys=False))  # what a study writes as config.yaml
+    again = resolve_config("smoke", path, {"max_epochs": 5})
+    assert (again.search.num_samples, again.run.name, again.search.max_epochs) == (3, "mine", 5)
+    assert again.replace(max_epochs=4) == saved
+    path.write_text(yaml.safe_dump({"search": [1, 2], "run": {}}))
+    with pytest.raises(ConfigError, match="'search' and 'run' in .*config.yaml must each map"):
+        resolve_config("smoke", path)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("", "is empty"), ("   ", "is empty"), ("../escape", "not one folder name"), ("a/b", "not one folder name"),
+    ("..", "not one folder name"), ("x" * 300, "300 bytes long"), ("é" * 101, "202 bytes long"),
+])
+def test_a_study_name_that_cannot_name_one_folder_is_refused_before_anything_runs(name, message):
+    with pytest.raises(ConfigError, match=f"name \\(--name\\).*{message}"):
+        resolve_config("smoke", overrides={"name": name})
+
+
+def test_ordinary_names_pass():
+    for name in ("smoke", "pets-2026.v2", "x" * 200, "étude"):
+        assert resolve_config("smoke", overrides={"name": name}).run.name == name

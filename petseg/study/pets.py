@@ -9,7 +9,7 @@ from ray import tune
 from ..data import DataSpec, make_data_spec
 from ..errors import DatasetError, StudyError
 from ..report import analysis
-from ..tune.config import (StudyConfig, check_head_files, missing_heads, missing_heads_message,
+from ..tune.config import (SEEDS_SUFFIX, StudyConfig, check_head_files, missing_heads, missing_heads_message,
                            resolve_head_weights)
 from ..tune.results import best_trials, trial_records
 from ..tune.cluster import ray_session
@@ -75,7 +75,7 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
 
 def seeds_study(config: StudyConfig) -> StudyConfig:
     """The config of a study's seed repeats: its own Ray experiment, <name>-seeds, with no ASHA."""
-    return config.replace(name=f"{config.run.name}-seeds", asha=False)
+    return config.replace(name=config.run.name + SEEDS_SUFFIX, asha=False)
 
 
 def seed_trials(config: StudyConfig, path: Path) -> list[dict]:

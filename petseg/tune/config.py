@@ -11,12 +11,16 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from ..disk import default_cache_dir
 from ..errors import ConfigError, WeightsUnavailableError
 from ..models import VARIANTS, build_seeded_model, find_head_weights, weights_cache_dir
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
+from .yaml_file import read_yaml
+
+SEEDS_SUFFIX = "-seeds"  # a study's seed repeats are the Ray experiment <name>-seeds
+# A folder name holds 255 bytes; Ray's own files and petseg's suffixes need room beside the study's name.
+MAX_NAME_BYTES = 200
 
 
 @dataclass
@@ -196,11 +200,9 @@ class StudyConfig:
 
 def load_config(source: dict | str | os.PathLike) -> StudyConfig:
     """The one way a saved config is read: a dict or YAML file, nested ({"search", "run"}) or flat, validated."""
-    values = source if isinstance(source, dict) else _read_yaml(Path(source))
+    values = source if isinstance(source, dict) else read_yaml(Path(source))
     where = "" if isinstance(source, dict) else f" in {source}"
-    if set(values) <= {"search", "run"} and values:
-        values = {**values.get("search", {}), **values.get("run", {})}
-    config = StudyConfig.from_flat(values, where)
+    config = StudyConfig.from_flat(flattened(values, where), where)
     validate(config)
     return config
 
@@ -229,12 +231,23 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     values = dict(PRESETS[preset])
     if yaml_file is not None:
-        values.update(checked_values(_read_yaml(Path(yaml_file)), f" in {yaml_file}"))
+        where = f" in {yaml_file}"
+        values.update(checked_values(flattened(read_yaml(Path(yaml_file)), where), where))
     values.update(checked_values({k: v for k, v in (overrides or {}).items() if v is not None}, " (a flag)"))
     values["preset"] = preset  # a record of where the defaults came from, not a setting
     config = StudyConfig.from_flat(values)
     validate(config)
     return config
+
+
+def flattened(values: dict, source: str = "") -> dict:
+    """One flat field -> value dict from a flat config or a nested one ({"search": ..., "run": ...}, as saved)."""
+    if not values or not set(values) <= {"search", "run"}:
+        return values
+    parts = [values.get("search") or {}, values.get("run") or {}]
+    if not all(isinstance(part, dict) for part in parts):
+        raise ConfigError(f"'search' and 'run'{source} must each map config keys to values")
+    return {**parts[0], **parts[1]}
 
 
 def known(values: dict, source: str = "") -> dict:
@@ -252,22 +265,23 @@ def checked_values(values: dict, source: str = "") -> dict:
     return {name: typed(name, value, FIELD_TYPES[name], source) for name, value in known(values, source).items()}
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        values = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
-    return values
+def check_name(name: str, flag: str = "name (--name)") -> str:
+    """`name` if it can name a study's folders (one non-empty path segment that fits a file name), else a
+    ConfigError saying why; checked before anything starts, so no work is orphaned by a name that fails later."""
+    if not name or not name.strip():
+        raise ConfigError(f"{flag} is empty; give the study a name, e.g. --name pets-2026")
+    if name in (".", "..") or any(char in name for char in "/\\\0"):
+        raise ConfigError(f"{flag} {name!r} is not one folder name (it holds a path separator, NUL or is . / ..); "
+                          "use letters, digits, '-', '_' and '.'")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(f"{flag} is {len(name.encode())} bytes long; use at most {MAX_NAME_BYTES} (folder names "
+                          f"hold 255, and petseg adds suffixes such as {SEEDS_SUFFIX!r})")
+    return name
 
 
 def validate(config: StudyConfig) -> None:
     """Raise ConfigError naming the first unusable value and what to do about it."""
+    check_name(config.run.name)
     if not config.search.variants:
         raise ConfigError(f"no variants selected; choose from: {', '.join(VARIANTS)}")
     unknown = [v for v in config.search.variants if v not in VARIANTS]
