@@ -147,3 +147,15 @@ def test_a_study_name_that_cannot_name_one_folder_is_refused_before_anything_run
 def test_ordinary_names_pass():
     for name in ("smoke", "pets-2026.v2", "x" * 200, "étude"):
         assert resolve_config("smoke", overrides={"name": name}).run.name == name
+
+
+def test_a_relative_cache_dir_means_the_folder_the_command_ran_in(tmp_path, monkeypatch):
+    """Trials run in their own folders: a relative cache dir left relative would give each trial its own caches."""
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config("smoke", overrides={"cache_dir": "rel/cache"}).run.cache_dir == str(tmp_path / "rel/cache")
+    monkeypatch.setenv("PETSEG_CACHE", "from-env")
+    config = resolve_config("smoke")
+    assert config.run.cache_dir == str(tmp_path / "from-env")
+    assert config.trial_params()["cache_dir"] == str(tmp_path / "from-env")  # what every trial is given
+    monkeypatch.chdir(tmp_path.parent)  # resolved once: a later working directory changes nothing
+    assert config.replace(max_epochs=3).run.cache_dir == str(tmp_path / "from-env")

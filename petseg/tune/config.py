@@ -236,6 +236,9 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
     values.update(checked_values({k: v for k, v in (overrides or {}).items() if v is not None}, " (a flag)"))
     values["preset"] = preset  # a record of where the defaults came from, not a setting
     config = StudyConfig.from_flat(values)
+    # Trials run in their own folders (on any node): a relative cache dir, from the flag, the YAML or
+    # $PETSEG_CACHE, would give every trial caches of its own. It means the folder this command ran in.
+    config = config.replace(cache_dir=str(Path(config.run.cache_dir).expanduser().resolve()))
     validate(config)
     return config
 
