@@ -31,7 +31,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "ADE20K) under the cache dir instead of --data-root: runs offline in minutes")
     parser.add_argument("--output", help="folder for the head checkpoints (default $TORCH_HOME/hub/checkpoints)")
     add_runner_flags(parser)
-    parser.add_argument("--image-size", type=int, help="side length images are resized to (default 256)")
     parser.add_argument("--batch-size", type=int, help="images per batch")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                         help="ImageNet backbones (default); --no-pretrained: random ones, for quick checks")
@@ -49,7 +48,7 @@ def config_from_args(args: argparse.Namespace, variants: list[str]):
     """A StudyConfig for `variants`, the heads of args.dataset (paper defaults, flags override)."""
     overrides = {**runner_overrides(args), "name": args.name or f"heads_{args.dataset}", "variants": variants,
                  "data_root": args.data_root, "download": args.download, "synthetic_images": args.synthetic,
-                 "image_size": args.image_size, "batch_size": args.batch_size, "pretrained": args.pretrained}
+                 "batch_size": args.batch_size, "pretrained": args.pretrained}
     return resolve_config("paper", None, overrides)
 
 

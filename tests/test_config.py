@@ -51,7 +51,6 @@ def test_each_field_belongs_to_what_is_searched_or_to_where_it_runs():
     ({"cpus_per_trial": float("nan")}, "cpus_per_trial must be a finite number, got nan"),
     ({"gpus_per_trial": float("inf")}, "gpus_per_trial must be a finite number"),
     ({"lr_range": {"denseaspp": [1e-5, "fast"], "torchvision": [1e-4, 1e-1]}}, "lr_range['denseaspp'][1] must be"),
-    ({"lr_range": {"denseaspp": [1e-5, 1e-2]}}, "lr_range has no range for torchvision"),
     ({"num_workers": True}, "num_workers must be a whole number (or left out)"),
     ({"head_weights": 3}, "head_weights must be"),
     ({"synthetic_images": 2}, "synthetic_images must be 0 (a real dataset) or at least 4"),
@@ -159,3 +158,37 @@ def test_a_relative_cache_dir_means_the_folder_the_command_ran_in(tmp_path, monk
     assert config.trial_params()["cache_dir"] == str(tmp_path / "from-env")  # what every trial is given
     monkeypatch.chdir(tmp_path.parent)  # resolved once: a later working directory changes nothing
     assert config.replace(max_epochs=3).run.cache_dir == str(tmp_path / "from-env")
+
+
+def test_a_saved_config_without_a_family_the_variants_need_is_refused():
+    saved = {**resolve_config("smoke").to_flat(), "lr_range": {"denseaspp": [1e-5, 1e-2]}}
+    with pytest.raises(ConfigError, match="lr_range has no range for torchvision"):
+        load_config(saved)
+
+
+def test_a_partial_lr_range_changes_one_family_and_keeps_the_other(tmp_path):
+    default = resolve_config("paper").search.lr_range
+    path = tmp_path / "one_family.yaml"
+    path.write_text("lr_range:\n  denseaspp: [1.0e-4, 1.0e-2]\n")
+    merged = resolve_config("paper", path).search.lr_range
+    assert merged == {**default, "denseaspp": [1.0e-4, 1.0e-2]}
+    assert merged["torchvision"] == default["torchvision"]
+    # a flag's mapping merges over the YAML's in the same way
+    flagged = resolve_config("paper", path, {"lr_range": {"torchvision": [1.0e-3, 1.0e-1]}}).search.lr_range
+    assert flagged == {"denseaspp": [1.0e-4, 1.0e-2], "torchvision": [1.0e-3, 1.0e-1]}
+
+
+def test_image_size_is_a_flag_of_compare_and_pretrain_heads():
+    import importlib.util
+    from pathlib import Path
+
+    for script in ("compare", "pretrain_heads"):
+        path = Path(__file__).resolve().parents[1] / "experiments" / f"{script}.py"
+        spec = importlib.util.spec_from_file_location(f"_{script}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        extra = ["--dataset", "voc", "--synthetic", "12"] if script == "pretrain_heads" else ["--preset", "smoke"]
+        args = module.parse_args([*extra, "--image-size", "96"])
+        variants = ["denseaspp_voc"] if script == "pretrain_heads" else None
+        config = module.config_from_args(args, variants) if variants else module.config_from_args(args)
+        assert config.search.image_size == 96, script

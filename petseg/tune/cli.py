@@ -6,13 +6,16 @@ import os
 
 
 def add_runner_flags(parser: argparse.ArgumentParser) -> None:
-    """--address, --storage-path, --name, --results-dir, --num-samples, --max-epochs, resources, cache, --resume."""
+    """--address, --storage-path, --name, --results-dir, --num-samples, --max-epochs, --image-size, resources, cache,
+    --resume."""
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--storage-path", help="where Ray keeps trials, checkpoints and TensorBoard logs")
     parser.add_argument("--name", help="name of the search: results/<name>/ and the Ray experiment folder")
     parser.add_argument("--results-dir", help="where results/<name>/ goes (default: results)")
     parser.add_argument("--num-samples", type=int, help="learning rates tried per variant")
     parser.add_argument("--max-epochs", type=int, help="epochs per trial at most")
+    parser.add_argument("--image-size", type=int, help="side length images are resized to, in pixels (default 256; "
+                        "the paper's figures are shown beside a study only at 256)")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
@@ -37,7 +40,7 @@ def runner_overrides(args: argparse.Namespace) -> dict:
     """The config overrides of add_runner_flags' flags (None where not given)."""
     return {"address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path,
             "name": args.name, "results_dir": args.results_dir, "num_samples": args.num_samples,
-            "max_epochs": args.max_epochs, "gpus_per_trial": args.gpus_per_trial,
+            "max_epochs": args.max_epochs, "image_size": args.image_size, "gpus_per_trial": args.gpus_per_trial,
             "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir, "cache_budget": args.cache_budget,
             "verbose": args.verbose,
             "local_gpus": args.local_gpus, "ray_metrics": args.ray_metrics,

@@ -226,14 +226,19 @@ PRESETS: dict[str, dict] = {
 
 def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = None,
                    overrides: dict | None = None) -> StudyConfig:
-    """Preset, then the YAML file, then `overrides` (flags; None values ignored), validated."""
+    """Preset, then the YAML file, then `overrides` (flags; None values ignored), validated. A mapping value
+    (lr_range, head_weights) merges key by key over the one below it: `lr_range: {denseaspp: [...]}` changes
+    that family's range and keeps the other's."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
+    values = StudyConfig.from_flat(PRESETS[preset]).to_flat()  # the defaults too, so mappings merge over them
+    layers = [({k: v for k, v in (overrides or {}).items() if v is not None}, " (a flag)")]
     if yaml_file is not None:
-        where = f" in {yaml_file}"
-        values.update(checked_values(flattened(read_yaml(Path(yaml_file)), where), where))
-    values.update(checked_values({k: v for k, v in (overrides or {}).items() if v is not None}, " (a flag)"))
+        layers.insert(0, (flattened(read_yaml(Path(yaml_file)), f" in {yaml_file}"), f" in {yaml_file}"))
+    for layer, where in layers:
+        for name, value in checked_values(layer, where).items():
+            below = values.get(name)
+            values[name] = {**below, **value} if isinstance(below, dict) and isinstance(value, dict) else value
     values["preset"] = preset  # a record of where the defaults came from, not a setting
     config = StudyConfig.from_flat(values)
     # Trials run in their own folders (on any node): a relative cache dir, from the flag, the YAML or
