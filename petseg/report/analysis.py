@@ -214,7 +214,7 @@ def console_summary(results: Path) -> str:
     except pd.errors.EmptyDataError:  # what an empty comparison writes
         return f"no variant finished a trial; see {results / 'all_trials.csv'}"
     table = comparison[list(CONSOLE_COLUMNS)].rename(columns=CONSOLE_COLUMNS)
-    return ("\nTable 2 (test split):\n\n" + markdown_table(table) + resolution_note(comparison) + "\n\n"
+    return ("\nTable 2 (test split):\n\n" + markdown_table(table) + "\n" + resolution_note(comparison) + "\n\n"
             + verdict_summary(pd.read_csv(results / "pairwise.csv"), dict(zip(comparison["key"], comparison["model"])))
             + f"\n\nFull report, intervals and figures: {results / 'report.md'}")
 
