@@ -46,10 +46,11 @@ def config_from_args(args: argparse.Namespace):
     return resolve_config(args.preset, args.config, overrides)
 
 
-def head_weights_line(config, key: str, heads: dict[str, str]) -> str:
-    """Where variant `key`'s head starts from: a checkpoint file, torchvision's COCO head, or random init."""
+def head_weights_line(config, key: str, heads: dict[str, str], checked: dict[str, bool]) -> str:
+    """Where variant `key`'s head starts from: a checkpoint file (and whether its backbone was checked),
+    torchvision's COCO head, or random init."""
     if key in heads:
-        return heads[key]
+        return heads[key] + ("" if checked[key] else " (a head-only file: its backbone unchecked)")
     if not config.search.pretrained:
         return "none: pretrained is off, so the head starts from random init"
     if VARIANTS[key].head_dataset is None:
@@ -63,13 +64,13 @@ def print_plan(config) -> None:
     """Per variant: key, paper name, backbone, head pretraining, parameters (Table 1), head weights, search plan;
     every head file is opened and checked as the study would."""
     heads = resolve_head_weights(config)
-    check_head_files(config, heads)
+    checked = check_head_files(config, heads)
     for key in config.search.variants:
         spec = VARIANTS[key]
         trainable, total = parameter_counts(key)
         print(f"{key:<20} {spec.paper_name:<14} {spec.backbone:<31} head: {spec.head_pretraining:<10} "
               f"trainable {trainable:>10,}  total {total:>10,}")
-        print(f"{'':<20} head weights: {head_weights_line(config, key, heads)}")
+        print(f"{'':<20} head weights: {head_weights_line(config, key, heads, checked)}")
         print(f"{'':<20} {search_plan(config, key)}")
     train_items, val_items = estimated_items(config)
     plan = study_cache_plan(config, config.search.image_size, train_items, val_items)

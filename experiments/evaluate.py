@@ -15,7 +15,7 @@ import sys
 
 from petseg.data import CLASS_NAMES, PARTS
 from petseg.errors import CheckpointError, PetsegError
-from petseg.models import VARIANTS
+from petseg.report.labels import backbone_label, checkpoint_provenance, head_label, model_name
 from petseg.report.stats import summarize
 from petseg.train.engine import default_device, per_image_confusions
 from petseg.train.inference import checkpoint_dataset, load_best
@@ -62,8 +62,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     size = dataset.size
-    print(f"{args.checkpoint}: {VARIANTS[checkpoint['variant']].paper_name} ({checkpoint['variant']}), "
+    provenance = checkpoint_provenance(checkpoint)
+    print(f"{args.checkpoint}: {model_name(provenance)} ({checkpoint['variant']}), "
           f"lr {checkpoint['lr']:.3g}, epoch {checkpoint['epoch']}")
+    print(f"backbone {backbone_label(provenance)}, head {head_label(provenance)}")
     print(f"{args.split} split: {len(dataset)} images under {args.data_root}, device {device}\n")
     print(format_summary(f"at {size}x{size}, the checkpoint's size (masks resized nearest, as in training)",
                          summarize(at_size)))

@@ -25,7 +25,7 @@ from pathlib import Path
 from petseg.data import CLASS_NAMES
 from petseg.drawing import comparison_panel
 from petseg.errors import DatasetError, PetsegError
-from petseg.models import VARIANTS
+from petseg.report.labels import checkpoint_provenance, model_name
 from petseg.train.engine import default_device
 from petseg.train.inference import load_best, load_photo, predict_photo, study_checkpoints, warm_up
 
@@ -59,11 +59,12 @@ def output_path(folder: Path, photo: Path, used: set[str]) -> Path:
 
 
 def load_models(args, device) -> list[tuple[str, object, dict]]:
-    """(caption, warmed-up model, data spec) per checkpoint; a paper name used twice gets its study's name."""
+    """(caption, warmed-up model, data spec) per checkpoint, captioned with the report's label; a label used twice
+    gets its study's name."""
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     paths = (study_checkpoints(args.study, variants) if args.study else []) + [Path(p) for p in args.checkpoint]
     loaded = [(path, *load_best(path, device)) for path in paths]
-    names = [VARIANTS[checkpoint["variant"]].paper_name for _, _, checkpoint in loaded]
+    names = [model_name(checkpoint_provenance(checkpoint)) for _, _, checkpoint in loaded]
     models = []
     for name, (path, model, checkpoint) in zip(names, loaded):
         caption = f"{name} ({path.parent.parent.name})" if names.count(name) > 1 else name

@@ -335,3 +335,23 @@ def test_the_key_is_the_same_in_another_process(root):
     # A spawned process has its own hash seed and memory layout.
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         assert pool.map(_key_here, [root]) == [_key_here(root)]
+
+
+def test_only_the_trial_that_builds_a_cache_reports_build_seconds_and_a_resume_keeps_them(root, tmp_path):
+    datasets = build_datasets(root, 48, None, augment="offline", seed=0)
+
+    def trial(variant, max_epochs=1, state=None):
+        reports = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit(variant, 1e-3, datasets, max_epochs=max_epochs, batch_size=4, patience=3, pretrained=False, seed=0,
+                report=lambda m, s, _: reports.append((m, s)), feature_cache_dir=tmp_path, device=CPU, amp=False,
+                state=state)
+        return reports[-1]
+
+    built, built_state = trial("denseaspp_voc")
+    read, _ = trial("denseaspp_ade20k")  # the same seeded random DenseNet121: it reads the caches just built
+    assert built["cache_build_s"] > 0 and read["cache_build_s"] == 0
+    assert len(built["feature_caches"]) == 2 and read["feature_caches"] == built["feature_caches"]
+    resumed, _ = trial("denseaspp_voc", max_epochs=2, state=built_state)
+    assert resumed["epoch"] == 2 and resumed["cache_build_s"] == built["cache_build_s"]

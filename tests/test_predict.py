@@ -277,7 +277,8 @@ def test_predict_cli_writes_overlays_and_names_the_unreadable_file(study, photos
     assert "broken.jpg" in captured.err and "gray.jpg" not in captured.err
     for name in names[:3]:
         line = next(line for line in captured.out.splitlines() if name in line)
-        assert re.search(r"FCN \d+\.\d{3} s, DenseASPP1 \d+\.\d{3} s", line), line
+        # The report's labels: these checkpoints were trained with pretrained=False, so nothing was pretrained.
+        assert re.search(r"FCN \(random weights\) \d+\.\d{3} s, DenseASPP1 \(random weights\) \d+\.\d{3} s", line), line
     mask = torch.zeros(70, 50, dtype=torch.long)
     with Image.open(out / "gray.png") as written:  # the photo, then one overlay per variant
         assert written.size == comparison_panel(load_image(photos / "gray.jpg"), {"a": mask, "b": mask}, CLASS_NAMES).size
@@ -370,6 +371,8 @@ def test_evaluate_cli_prints_both_resolutions(study, pet_root, capsys):
     assert code == 0
     at_size, original = printed_scores(out, f"at {SIZE}x{SIZE}"), printed_scores(out, "at original resolution")
     assert set(at_size) == set(original) == {"pixel accuracy", "mIoU", "weighted mIoU"}
+    assert "FCN (random weights) (fcn_resnet50)" in out  # the report's label, not the bare paper name
+    assert "backbone ResNet50 (random init), head random init" in out
     assert "IoU per class   pet" in out
     # The checkpoint-size block is the study's own test scoring.
     samples = split_samples(find_samples(pet_root), data["split"])["test"]

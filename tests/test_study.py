@@ -50,8 +50,8 @@ def test_smoke_study_prints_and_writes_the_comparison(smoke):
     for column in ("trainable_params", "total_params", "best_lr", "epochs", "val_pixel_accuracy", "val_mean_iou",
                    "val_weighted_iou", "test_pixel_accuracy", "test_mean_iou", "test_weighted_iou", "test_iou_pet",
                    "test_iou_background", "test_iou_border", "prediction_time_s", "prediction_ms_per_image",
-                   "device", "batch_size", "precision", "epochs_cut_by_asha", "epochs_cut_by_early_stopping",
-                   "epochs_lost_to_errors"):
+                   "device", "batch_size", "precision", "gpu_hours", "cpu_core_hours", "epochs_cut_by_asha",
+                   "epochs_cut_by_early_stopping", "epochs_lost_to_errors"):
         assert comparison[column].notna().all(), column
     assert comparison["test_pixel_accuracy"].between(0, 1).all()
     assert comparison.loc[comparison.key == "denseaspp_voc", "trainable_params"].item() == 2_220_675
@@ -61,11 +61,15 @@ def test_smoke_study_prints_and_writes_the_comparison(smoke):
     # Random weights (the smoke preset): no label may claim ImageNet, COCO, Pascal VOC or ADE20K.
     assert (comparison["head_pretraining"] == "random init").all()
     assert comparison["backbone"].str.endswith("(random init)").all()
-    assert comparison["model"].str.endswith("(random-init head)").all()
-    assert "paper_pixel_accuracy" not in comparison  # only a paper-preset study is read beside the paper
+    assert comparison["model"].str.endswith("(random weights)").all()  # backbone and head, not just the head
+    assert not [c for c in comparison if c.startswith(("paper_", "diff_")) and c != "paper_name"]  # generated data
 
     trials = pd.read_csv(results / "all_trials.csv")
     assert len(trials) == 12 and (trials.groupby("variant").size() == 2).all()
+    # Cache builds are recorded and charged as shared: the variants' CPU-core-hours add up to the trials' own.
+    assert trials["cache_build_s"].sum() > 0 and (trials["feature_caches"].str.count(";") == 1).all()
+    assert (comparison["gpu_hours"] == 0).all()
+    assert comparison["cpu_core_hours"].sum() == pytest.approx(trials["seconds"].sum() / 3600)
     assert set(trials["ended_by"]) <= {"max epochs", "early stopping", "ASHA"}
     assert (trials["node"] == "127.0.0.2").all()
     # the table compare.py prints is the one it wrote
@@ -79,7 +83,9 @@ def test_the_console_shows_the_plan_progress_and_the_outcome_only(smoke):
     folder, run = smoke
     out = run.stdout
     assert out.startswith("[petseg] smoke: 6 variant(s) x 2 learning rates (Optuna GP")
-    assert "Table 2 (test split):" in out and "| Model | Pixel acc. | Weighted mIoU |" in out
+    assert "Table 2 (test split):" in out
+    assert "| Model | Pixel acc. | Weighted mIoU | Prediction, test set (s) | mIoU |" in out
+    assert "Test metrics at 64x64 px" in out
     assert "paired tests (Holm-corrected, 95%)" in out
     assert f"Full report, intervals and figures: {folder / 'results' / 'smoke' / 'report.md'}" in out
     for noise in ("Configuration for experiment", "A new study created", "Exception ignored", "SystemExit",
@@ -128,13 +134,18 @@ def test_smoke_report_has_intervals_paired_tests_tables_and_figures(smoke):
     assert len(pairs) == 15 * 3  # every pair of six variants, three metrics
     assert set(pairs["verdict"]) <= {"not distinguishable"} | {f"{m} better" for m in comparison["model"]}
     assert (pairs["p_holm"] >= pairs["p_value"]).all() and set(pairs["unit"]) == {"this trained model"}
-    for stem in ("table1", "table2"):
+    for stem in ("table1", "table2", "run_details"):
         for suffix in (".csv", ".md", ".tex"):
             assert (results / f"{stem}{suffix}").is_file()
     assert "\\toprule" in (results / "table2.tex").read_text()
     report = (results / "report.md").read_text()
     assert "Holm-corrected" in report and "a verdict is about this trained model, not about the variant" in report
     assert "already decoded and on the device" in report and "Epochs cut by ASHA" in report
+    assert "| Model | Pixel acc. | Weighted mIoU | Prediction, test set (s) | mIoU |" in report
+    assert "## Run details" in report and "| GPU-hours | CPU-core-hours |" in report
+    assert "Test metrics at 64x64 px" in report and "experiments/evaluate.py" in report
+    assert ("Not beside the paper's published figures: the dataset is generated (24 images), not the real "
+            "Oxford-IIIT Pet; images are 64 px, not the paper's 256; backbones are random init") in report
     for figure in ("learning_curves", "lr_landscape", "test_metrics", "qualitative"):
         assert f"(figures/{figure}.png)" in report
         with Image.open(results / "figures" / f"{figure}.png") as image:

@@ -71,7 +71,9 @@ def _denseaspp_model(spec: VariantSpec, num_classes: int, pretrained: bool, head
             f"{spec.head_pretraining}; pass head_weights=PATH_OR_URL of a {spec.head_pretraining} checkpoint",
             stacklevel=3,
         )
-    return FrozenBackboneSegmenter(backbone, head, align_corners=True)
+    model = FrozenBackboneSegmenter(backbone, head, align_corners=True)
+    model.head_load = report if head_weights is not None else None
+    return model
 
 
 def build_model(key: str, num_classes: int = 3, pretrained: bool = True,
@@ -81,7 +83,9 @@ def build_model(key: str, num_classes: int = 3, pretrained: bool = True,
     if head_weights is not None and spec.family != "denseaspp":
         raise ValueError(f"{key}: head_weights apply to the DenseASPP variants only; its head comes from COCO")
     if not pretrained:
-        warnings.warn(f"{key}: pretrained=False, so backbone and head are randomly initialised", stacklevel=2)
+        randomised = ("the backbone is randomly initialised (the head is loaded from head_weights)"
+                      if head_weights is not None else "backbone and head are randomly initialised")
+        warnings.warn(f"{key}: pretrained=False, so {randomised}", stacklevel=2)
     if spec.family == "torchvision":
         return _torchvision_model(spec, num_classes, pretrained)
     return _denseaspp_model(spec, num_classes, pretrained, head_weights)

@@ -16,6 +16,9 @@ class FrozenBackboneSegmenter(nn.Module):
         # The reference implementations differ: torchvision's FCN / DeepLabV3 upsample with
         # align_corners=False, the public DenseASPP code with align_corners=True.
         self.align_corners = align_corners
+        # The LoadReport of a head file loaded into the head (what was loaded, whether its backbone was
+        # checked against this one), or None when the head started from its builder's weights.
+        self.head_load = None
         self.backbone.requires_grad_(False)
         self.backbone.eval()
 

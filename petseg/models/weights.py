@@ -92,6 +92,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     not_head: int = 0  # tensors outside the head (the checkpoint's backbone and others): never loaded
     backbone: str = "not in the file, so unchecked"
+    backbone_checked: bool = False  # the file carried its backbone and it equals this model's
 
     def __str__(self) -> str:
         lines = [f"head weights from {self.source}: loaded {len(self.loaded)} tensors, "
@@ -175,6 +176,7 @@ def check_head_backbone(features: nn.Module, file_backbone: dict[str, torch.Tens
             "A head only fits the backbone it was trained on: pretrain it on this one (experiments/pretrain_heads.py "
             "with the same --pretrained / --no-pretrained and seed) or pass the file made for it")
     report.backbone = f"the same as this model's ({ours})"
+    report.backbone_checked = True
 
 
 _OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")

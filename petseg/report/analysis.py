@@ -22,7 +22,7 @@ from ..train.engine import default_device, per_image_confusions
 from ..tune.config import StudyConfig
 from ..tune.results import best_trials, latest_state, trial_records
 from . import figures, labels, paper, stats
-from .tables import markdown_table, paper_tables, with_interval, write_table
+from .tables import markdown_table, paper_tables, run_details_table, with_interval, write_table
 
 METRICS = stats.METRICS
 SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
@@ -59,17 +59,38 @@ def prediction_times(models: dict, dataset, config: StudyConfig, device: torch.d
             for variant, t in timed.items()}
 
 
-def compute_spent(records: pd.DataFrame, variant: str, config: StudyConfig) -> dict:
-    """Trial-epochs and device hours a variant's search used, and the epochs it did not run, by cause.
+def cache_build_charges(records: pd.DataFrame) -> dict[str, float]:
+    """variant -> feature-cache build seconds charged to it: each build split equally between the variants whose
+    trials read that cache (on the node that built it), whichever trial happened to build it."""
+    def caches(row):
+        return [(row.node, name) for name in str(row.feature_caches or "").split(";") if name]
 
-    An epoch is cut when its trial ended before max_epochs: by its variant's ASHA, by its own early
-    stopping, or lost when the trial errored (not counting any retried attempts).
+    readers: dict[tuple, set[str]] = {}
+    for row in records.itertuples():
+        for cache in caches(row):
+            readers.setdefault(cache, set()).add(row.variant)
+    charged = dict.fromkeys(records["variant"], 0.0)
+    for row in records[records["cache_build_s"] > 0].itertuples():
+        sharing = set().union(*(readers[cache] for cache in caches(row))) or {row.variant}
+        for variant in sharing:
+            charged[variant] += row.cache_build_s / len(sharing)
+    return charged
+
+
+def compute_spent(records: pd.DataFrame, variant: str, config: StudyConfig) -> dict:
+    """Trial-epochs, GPU-hours and CPU-core-hours a variant's search used, and the epochs it did not run, by cause.
+
+    Hours are trial seconds times the GPUs and CPU cores reserved per trial; a feature cache's build time is
+    shared between the variants that read it (cache_build_charges). An epoch is cut when its trial ended
+    before max_epochs: by its variant's ASHA, by its own early stopping, or lost when the trial errored
+    (not counting any retried attempts).
     """
     mine = records[records["variant"] == variant]
-    per_trial_devices = config.run.gpus_per_trial or config.run.cpus_per_trial
+    seconds = mine["seconds"].sum() - mine["cache_build_s"].sum() + cache_build_charges(records).get(variant, 0.0)
     unrun = (config.search.max_epochs - mine["epochs"]).clip(lower=0)
     return {"trials": len(mine), "trial_epochs": int(mine["epochs"].sum()),
-            "device_hours": float(mine["seconds"].sum() * per_trial_devices / 3600),
+            "gpu_hours": float(seconds * config.run.gpus_per_trial / 3600),
+            "cpu_core_hours": float(seconds * config.run.cpus_per_trial / 3600),
             "epochs_cut_by_asha": int(unrun[mine["ended_by"] == "ASHA"].sum()),
             "epochs_cut_by_early_stopping": int(unrun[mine["ended_by"] == "early stopping"].sum()),
             "epochs_lost_to_errors": int(unrun[mine["ended_by"] == "error"].sum()),
@@ -150,7 +171,8 @@ def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Pat
     device = default_device()
     datasets = datasets_from_spec(data)
     best = best_trials(experiment, records)
-    names = {variant: labels.model_name(config, variant) for variant in config.search.variants}
+    provenances = {variant: labels.study_provenance(config, variant) for variant in config.search.variants}
+    names = {variant: labels.model_name(p) for variant, p in provenances.items()}
     rows, confusions, shown, models = [], {}, {}, {}
     for variant in [v for v in config.search.variants if v in best]:
         state, record = best[variant]
@@ -162,11 +184,12 @@ def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Pat
         trainable, total = parameter_counts(variant)
         rows.append({
             "key": variant, "paper_name": VARIANTS[variant].paper_name, "model": names[variant],
-            "backbone": labels.backbone_label(config, variant), "head_pretraining": labels.head_label(config, variant),
+            "backbone": labels.backbone_label(provenances[variant]),
+            "head_pretraining": labels.head_label(provenances[variant]),
             "trainable_params": trainable, "total_params": total,
             "best_lr": record["lr"], "epochs": record["epochs"], "best_epoch": record["best_epoch"],
             **{f"val_{m}": record[f"best_val_{m}"] for m in METRICS},
-            **test, **compute_spent(records, variant, config),
+            **test, "test_image_size": data.size, **compute_spent(records, variant, config),
         })
     for variant in config.search.variants:
         if variant not in best:
@@ -183,15 +206,17 @@ def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Pat
         comparison = comparison.merge(seed_columns(runs), on="key", how="left")
         if len(runs) >= 2 and len(next(iter(runs.values()))) >= stats.VARIANT_MIN_SEEDS:
             tests = pd.concat([tests, pairwise(runs, names, config.search.seed, variant_level=True)], ignore_index=True)
-    if config.search.preset == "paper" and rows:
-        comparison = paper.beside_paper(comparison)
+    scored = {v: p for v, p in provenances.items() if v in best}
+    comparable, paper_notes = paper.comparable_rows(config, data, scored, names)
+    if rows:
+        comparison = paper.beside_paper(comparison, comparable)
     comparison.to_csv(out / "comparison.csv", index=False)
     tests.to_csv(out / "pairwise.csv", index=False)
     (out / "comparison.md").write_text(comparison_markdown(comparison, tests, seed_note))
     if rows:
         best_ids = {variant: record["trial_id"] for variant, (_, record) in best.items()}
         write_report_md(out, config, comparison, tests, records, experiment, datasets["test"], shown, best_ids,
-                        seed_note)
+                        names, paper_notes, seed_note)
     return out
 
 
@@ -203,8 +228,7 @@ def _predict_shown(model, dataset, device: torch.device) -> list[torch.Tensor]:
 
 
 CONSOLE_COLUMNS = {"model": "Model", "test_pixel_accuracy": "Pixel acc.", "test_weighted_iou": "Weighted mIoU",
-                   "test_mean_iou": "mIoU", "prediction_ms_per_image": "ms/image", "best_lr": "Best lr",
-                   "epochs": "Epochs"}
+                   "prediction_time_s": "Prediction, test set (s)", "test_mean_iou": "mIoU"}
 
 
 def console_summary(results: Path) -> str:
@@ -216,7 +240,7 @@ def console_summary(results: Path) -> str:
     table = comparison[list(CONSOLE_COLUMNS)].rename(columns=CONSOLE_COLUMNS)
     tests = pd.read_csv(results / "pairwise.csv")
     note = too_few_seeds(comparison, tests)
-    return ("\nTable 2 (test split):\n\n" + markdown_table(table) + "\n"
+    return ("\nTable 2 (test split):\n\n" + markdown_table(table) + "\n" + resolution_note(comparison) + "\n\n"
             + verdict_summary(tests, dict(zip(comparison["key"], comparison["model"]))) + (f" {note}" if note else "")
             + f"\n\nFull report, intervals and figures: {results / 'report.md'}")
 
@@ -289,6 +313,14 @@ def too_few_seeds(comparison: pd.DataFrame, tests: pd.DataFrame) -> str:
     return f"No verdicts about {UNIT_VARIANT}: only one variant has seed runs."
 
 
+def resolution_note(comparison: pd.DataFrame) -> str:
+    """One sentence naming the resolution the test metrics were computed at, and where to get original resolution."""
+    size = comparison["test_image_size"].iloc[0]
+    return (f"Test metrics at {size}x{size} px, the study's image size (images resized bilinearly, masks nearest, "
+            "as in training); `python experiments/evaluate.py --checkpoint checkpoints/<variant>.pt --data-root DIR` "
+            "scores a checkpoint at each image's original resolution.")
+
+
 def timing_note(comparison: pd.DataFrame) -> str:
     """One sentence naming how prediction times were measured."""
     first = comparison.iloc[0]
@@ -333,15 +365,17 @@ def suggestion_line(records: pd.DataFrame, names: dict[str, str], sampler: str) 
 
 def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, tests: pd.DataFrame,
                     records: pd.DataFrame, experiment, test_set, shown: dict, best_ids: dict[str, str],
-                    seed_note: str = "") -> Path:
-    """report.md with the paper-style tables (also as CSV/LaTeX), intervals, verdicts and figures."""
+                    names: dict[str, str], paper_notes: list[str], seed_note: str = "") -> Path:
+    """report.md with the paper-style tables and run details (also as CSV/LaTeX), intervals, verdicts and figures;
+    `names`: every variant's label, scored or not; `paper_notes`: the paragraphs saying which rows stand beside
+    the paper's figures and why the others do not."""
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
-    names = dict(zip(comparison["key"], comparison["model"]))
     table1, table2 = paper_tables(comparison)
+    # Every variant that ran trials has curves, also one whose trials left no checkpoint to score.
     histories = {v: [(t, experiment.trial_dataframes[t]) for t in records.loc[records.variant == v, "trial_id"]
                      if t in experiment.trial_dataframes and len(experiment.trial_dataframes[t])]
-                 for v in comparison["key"]}
+                 for v in names}
     figures.learning_curves({v: h for v, h in histories.items() if h}, best_ids, folder / "learning_curves.png",
                             names)
     figures.lr_landscape(records.dropna(subset=["best_val_weighted_iou"]), folder / "lr_landscape.png", names)
@@ -351,25 +385,35 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
     count = min(SHOWN_IMAGES, len(test_set))
     figures.qualitative_grid([test_set[i][0] for i in range(count)], [test_set[i][1] for i in range(count)],
                              shown, folder / "qualitative.png", test_set.mean.flatten(), test_set.std.flatten(), names)
-    random_heads = [name for name in names.values() if labels.RANDOM in name]
+    provenances = {v: labels.study_provenance(config, v) for v in comparison["key"]}
+    random = [names[v] for v, p in provenances.items() if p.head_random or not p.pretrained]
+    unchecked = [names[v] for v, p in provenances.items() if p.head_file is not None and not p.backbone_checked]
+    size = comparison["test_image_size"].iloc[0]
     sections = [
         f"# Study {config.run.name}", "",
         f"{len(records)} trials over {len(comparison)} variants; each variant's best trial (highest val weighted "
         "mIoU) scored on the test split. Intervals are 95% bootstrap intervals over test images.", "",
-        *([f"Random-init heads (no head file, or `pretrained: false`): {', '.join(random_heads)}; their head "
-           "pretraining reads \"random init\" below.", ""] if random_heads else []),
+        *([f"Random init where the paper had trained weights: {', '.join(random)}; Table 1's backbone and head "
+           "columns say which part.", ""] if random else []),
+        *([f"Head files without their backbone: {', '.join(unchecked)}. Each head was loaded, but its file holds no "
+           "backbone tensors, so whether it was trained on this backbone is unchecked.", ""] if unchecked else []),
         suggestion_line(records, names, config.search.sampler), "",
         "## Table 1: models", "", write_table(table1, out, "table1", "Models compared"),
-        "## Table 2: results on the test split", "", write_table(table2, out, "table2", "Test results"),
-        *([f"Beside the paper: the `paper_*` columns are the published figures ({paper.source()}); "
-           "`diff_*` = petseg - paper.", ""] if "paper_pixel_accuracy" in comparison else []),
+        "## Table 2: results on the test split", "", resolution_note(comparison), "",
+        write_table(table2, out, "table2", f"Test results at {size}x{size} px (masks resized nearest)"),
+        *[line for note in paper_notes for line in (note, "")],
+        "## Run details", "",
+        write_table(run_details_table(comparison), out, "run_details", "Run details of Table 2"),
+        "GPU-hours and CPU-core-hours: each trial's seconds times the GPUs and CPU cores it reserved "
+        f"({config.run.gpus_per_trial:g} and {config.run.cpus_per_trial:g}); a feature cache's build time is split "
+        "equally between the variants that read it, whichever trial built it.", "",
         "## Test metrics with 95% intervals, and paired tests", "", comparison_markdown(comparison, tests, seed_note),
         "## Figures", "",
         "![learning curves](figures/learning_curves.png)", "",
         "![learning-rate landscape](figures/lr_landscape.png)", "",
         "![test metrics with 95% intervals](figures/test_metrics.png)", "",
         "![image, ground truth and each variant's prediction](figures/qualitative.png)", "",
-        "Files: `table1`/`table2` as .csv, .md and .tex (booktabs); `comparison.csv`; `pairwise.csv`; "
+        "Files: `table1`/`table2`/`run_details` as .csv, .md and .tex (booktabs); `comparison.csv`; `pairwise.csv`; "
         "`all_trials.csv`; `checkpoints/`.", "",
     ]
     path = out / "report.md"

@@ -2,33 +2,44 @@
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 TABLE1 = {"model": "Model", "backbone": "Backbone (frozen)", "head_pretraining": "Head pretraining",
           "trainable_params": "Trainable params", "total_params": "Total params",
           "paper_trainable_params": "Paper trainable params", "diff_trainable_params": "Diff trainable params"}
+# The paper's Table 2 columns first (model, pixel accuracy, weighted mIoU, prediction time), then the rest.
 TABLE2 = {"model": "Model", "test_pixel_accuracy": "Pixel acc.", "paper_pixel_accuracy": "Paper pixel acc.",
           "diff_pixel_accuracy": "Diff pixel acc.", "test_weighted_iou": "Weighted mIoU",
           "paper_weighted_iou": "Paper weighted mIoU", "diff_weighted_iou": "Diff weighted mIoU",
+          "prediction_time_s": "Prediction, test set (s)",
+          "paper_prediction_time_s": "Paper prediction, test set (s; hardware and protocol unknown)",
           "test_mean_iou": "mIoU", "test_iou_pet": "IoU pet", "test_iou_background": "IoU background",
-          "test_iou_border": "IoU border", "prediction_ms_per_image": "Prediction (ms/image)",
-          "prediction_time_s": "Prediction, test set (s)", "paper_prediction_time_s": "Paper prediction, test set (s)",
-          "diff_prediction_time_s": "Diff prediction (s)", "device": "Device", "batch_size": "Batch",
-          "precision": "Precision", "best_lr": "Best lr", "epochs": "Epochs", "trial_epochs": "Trial-epochs",
-          "device_hours": "Device hours", "epochs_cut_by_asha": "Epochs cut by ASHA",
-          "epochs_cut_by_early_stopping": "Epochs cut by early stopping",
-          "epochs_lost_to_errors": "Epochs lost to errors", "epochs_planned": "Epochs planned"}
+          "test_iou_border": "IoU border"}
+# How each row of Table 2 was obtained: where it was timed, how it was trained, and what its search spent.
+RUN_DETAILS = {"model": "Model", "device": "Device", "batch_size": "Batch", "precision": "Precision",
+               "prediction_ms_per_image": "Prediction (ms/image)", "best_lr": "Best lr", "epochs": "Epochs",
+               "trials": "Trials", "trial_epochs": "Trial-epochs", "gpu_hours": "GPU-hours",
+               "cpu_core_hours": "CPU-core-hours", "epochs_cut_by_asha": "Epochs cut by ASHA",
+               "epochs_cut_by_early_stopping": "Epochs cut by early stopping",
+               "epochs_lost_to_errors": "Epochs lost to errors", "epochs_planned": "Epochs planned"}
 
 
 def cell(value) -> str:
-    """A table cell: floats to 4 significant places (small ones in scientific form), NaN empty."""
-    if isinstance(value, float):
+    """A table cell: floats to 4 decimal places (small ones in scientific form), whole numbers with thousands
+    separators, missing values empty."""
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return f"{int(value):,}"
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         if math.isnan(value):
             return ""
         return f"{value:.3g}" if value and abs(value) < 1e-3 else f"{value:.4f}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    return str(value)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -71,8 +82,14 @@ def write_table(frame: pd.DataFrame, folder: Path, stem: str, caption: str) -> s
 
 
 def paper_tables(comparison: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The paper's Table 1 (architecture) and Table 2 (results, extended; beside the published figures when
-    the comparison has them), renamed for reading."""
+    """The paper's Table 1 (architecture) and Table 2 (results, its columns first; beside the published figures
+    where the comparison has them), renamed for reading."""
     table1 = comparison[[c for c in TABLE1 if c in comparison]].rename(columns=TABLE1)
     table2 = comparison[[c for c in TABLE2 if c in comparison]].rename(columns=TABLE2)
     return table1, table2
+
+
+def run_details_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """How each row of Table 2 was obtained (timing device, batch, precision, lr, epochs, compute, epochs not
+    run), renamed for reading."""
+    return comparison[[c for c in RUN_DETAILS if c in comparison]].rename(columns=RUN_DETAILS)

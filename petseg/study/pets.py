@@ -59,7 +59,7 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
         if missing and not config.search.allow_random_heads:
             raise StudyError(missing_heads_message(config, missing))
         dataset_root(config)  # a missing data root is named before Ray starts
-    check_head_files(config)
+    config = config.replace(head_backbone_checked=check_head_files(config))
     with ray_session(config):
         data = saved_data(path) if resume else prepare_data(config)
         run_search(config, data, resume)

@@ -100,9 +100,12 @@ def cacheable(dataset: SegmentationDataset) -> bool:
 class FeatureDataset(Dataset):
     """(features float32 [C, h, w], mask int64 [H, W]) items read from a feature cache."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], folder: Path):
+    def __init__(self, arrays: dict[str, np.ndarray], folder: Path, build_seconds: float = 0.0):
         self.features, self.masks = arrays["features"], arrays["masks"]
         self.folder = folder  # where the cache lives, so a study can evict it when it is done with it
+        # Backbone time this caller spent building the cache (0 when it was read as found), so a report can
+        # charge it to every variant that reads the cache rather than to the trial that happened to build it.
+        self.build_seconds = build_seconds
 
     def __len__(self) -> int:
         return len(self.features)
@@ -189,16 +192,20 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
     specs = {"features": ((len(dataset), channels, height, width), FEATURE_DTYPE),
              "masks": ((len(dataset), dataset.size, dataset.size), np.uint8)}
 
+    build_seconds = []
+
     def fill(arrays):
         start = 0
         built = BuildProgress(progress, f"feature cache ({len(dataset)} images, {precision})", len(dataset))
         with gpu_build_lock(cache_dir) if device.type == "cuda" else nullcontext():
+            began = time.monotonic()  # after the lock: waiting for another trial's build is not this build
             for features, masks in backbone_batches(model, dataset, device, batch_size, amp):
                 stop = start + len(features)
                 arrays["features"][start:stop] = features.cpu().numpy().astype(FEATURE_DTYPE)
                 arrays["masks"][start:stop] = masks.numpy().astype(np.uint8)
                 start = stop
                 built.update(stop)
+            build_seconds.append(time.monotonic() - began)
         size = sum(array.nbytes for array in arrays.values())
         progress(f"feature cache built: {len(dataset)} items, {size / 2**20:.1f} MiB in {folder} "
                  "(python -m petseg.train.features lists and clears caches)")
@@ -211,7 +218,7 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
         warnings.warn(f"not enough free disk under {cache_dir} for the feature cache of {len(dataset)} items; "
                       "running the backbone live instead (free space or set cache_dir elsewhere)", stacklevel=2)
         return None
-    return FeatureDataset(arrays, folder)
+    return FeatureDataset(arrays, folder, sum(build_seconds))
 
 
 def gpu_build_lock(cache_dir: str | Path):

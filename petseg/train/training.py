@@ -52,6 +52,7 @@ class Progress:
     best_val_weighted_iou: float = -math.inf
     best_epoch: int = 0
     best_head: dict = field(default_factory=dict)
+    cache_build_s: float = 0.0  # seconds this trial spent building feature caches, over all its attempts
 
 
 def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size: int, patience: int,
@@ -65,29 +66,29 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
     resumes where it left off. Stops at max_epochs or after `patience` epochs without val-loss gain.
     With `feature_cache_dir`, the head trains on backbone features computed once (if the data
     allows: no online augmentation); otherwise the backbone runs on every batch. `say` receives the
-    lines of a feature-cache build. Every report says which ("features": "cached" or "live") and the
-    cache folders used ("feature_caches").
+    lines of a feature-cache build. Every report says which ("features": "cached" or "live"), the
+    cache folders used ("feature_caches") and the seconds this trial spent building them ("cache_build_s").
     """
     device = device or default_device()
     model = build_seeded_model(variant, pretrained, seed, head_weights, num_classes).to(device)
-    train_set, val_set, runner, caches = datasets["train"], datasets["val"], model, []
+    train_set, val_set, runner, cached = datasets["train"], datasets["val"], model, []
     if feature_cache_dir is not None:
         backbone_key = backbone_fingerprint(model)  # hashing a backbone's tensors once is enough
-        cached = [feature_dataset(model, datasets[part], feature_cache_dir, device, amp=amp, backbone_key=backbone_key,
-                                  progress=say) for part in ("train", "val")]
-        if None not in cached:
-            train_set, val_set = cached
+        found = [feature_dataset(model, datasets[part], feature_cache_dir, device, amp=amp, backbone_key=backbone_key,
+                                 progress=say) for part in ("train", "val")]
+        if None not in found:
+            train_set, val_set = cached = found
             runner = HeadOnly(model, datasets["train"].size)
-            caches = [str(dataset.folder) for dataset in cached]
     train_loader = make_loader(train_set, batch_size, True, num_workers, seed)
     val_loader = make_loader(val_set, batch_size, False, num_workers)
     optimizer, scheduler = make_optimizer(model, variant, lr, max_epochs * len(train_loader))
-    progress = Progress()
+    progress = Progress(cache_build_s=sum(dataset.build_seconds for dataset in cached))
     if state is not None:
         model.head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        progress = Progress(**state["progress"])
+        progress = Progress(**{**state["progress"], "cache_build_s": progress.cache_build_s
+                               + state["progress"].get("cache_build_s", 0.0)})
 
     while progress.epoch < max_epochs and progress.epochs_without_improvement < patience:
         # Seeding each epoch from (seed, epoch) makes a resumed epoch see the same batches and dropout.
@@ -115,8 +116,9 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
             "best_val_weighted_iou": progress.best_val_weighted_iou,
             "best_epoch": progress.best_epoch,
             "early_stopped": progress.epochs_without_improvement >= patience and progress.epoch < max_epochs,
-            "features": "cached" if caches else "live",
-            "feature_caches": caches,
+            "features": "cached" if cached else "live",
+            "feature_caches": [str(dataset.folder) for dataset in cached],
+            "cache_build_s": progress.cache_build_s,
         }
         state = {
             "head": model.head.state_dict(),

@@ -55,6 +55,9 @@ class SearchConfig:
     # Without it, a pretrained study refuses to start when a VOC / ADE20K head file is missing; with it,
     # those variants run with random-init heads and every table and figure says so.
     allow_random_heads: bool = False
+    # Set by the study when it opens the head files, not a setting: variant -> whether its file carried the
+    # backbone the head was trained on and that matched this model's (false: a head-only file, unchecked).
+    head_backbone_checked: dict[str, bool] = field(default_factory=dict)
     timing_repeats: int = 3  # timed passes over the test split per model; the median is reported
     seed: int = 0
     seeds: int = 0  # > 0: retrain each variant's best configuration with this many more seeds
@@ -194,6 +197,7 @@ class StudyConfig:
         search, run = self.search, self.run
         return {"max_epochs": search.max_epochs, "batch_size": search.batch_size, "patience": search.patience,
                 "pretrained": search.pretrained, "seed": search.seed, "head_weights": search.head_weights,
+                "head_backbone_checked": search.head_backbone_checked,
                 "amp": search.amp, "feature_cache": search.feature_cache, "cache_dir": run.cache_dir,
                 "num_workers": run.num_workers, "cpus_per_trial": run.cpus_per_trial}
 
@@ -407,15 +411,19 @@ def missing_heads_message(config: StudyConfig, missing: list[str]) -> str:
             "random-init heads, labelled \"random init\" in every table and figure")
 
 
-def check_head_files(config: StudyConfig, heads: dict[str, str] | None = None) -> None:
+def check_head_files(config: StudyConfig, heads: dict[str, str] | None = None) -> dict[str, bool]:
     """Load every head file (config.search.head_weights, or `heads`) into its variant once, in the driver
     before any trial: a file that is unreadable, holds no such head or was trained on another backbone
-    raises ConfigError naming it."""
+    raises ConfigError naming it. Returns variant -> whether the file's backbone was checked (a head-only
+    file cannot be)."""
+    checked = {}
     for variant, path in (config.search.head_weights if heads is None else heads).items():
         try:
-            build_seeded_model(variant, config.search.pretrained, config.search.seed, head_weights=path)
+            model = build_seeded_model(variant, config.search.pretrained, config.search.seed, head_weights=path)
         except WeightsUnavailableError as err:
             raise ConfigError(f"head file for {variant}: {err}") from err
+        checked[variant] = model.head_load.backbone_checked
+    return checked
 
 
 def search_plan(config: StudyConfig, variant: str) -> str:

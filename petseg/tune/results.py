@@ -3,6 +3,7 @@ state, and each variant's best trial; shared by the study's seed repeats, the re
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 from ray import tune
@@ -58,6 +59,10 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
             "failures": trial.run_metadata.num_failures,  # attempts that failed (retried or final)
             "node": result.get("node", ""),
             "features": result.get("features", ""),
+            # The caches it read (folder names, the cache keys; each node has its own copy) and the seconds it spent
+            # building any of them, so the report can share a cache's cost between the variants reading it.
+            "feature_caches": ";".join(Path(folder).name for folder in result.get("feature_caches", [])),
+            "cache_build_s": float(result.get("cache_build_s", 0.0)),
             "gpus": result.get("gpus", ""),  # CUDA_VISIBLE_DEVICES Ray gave the trial  # "cached" or "live": where the head's inputs came from
             "error": _error_reason(trial),
         })
