@@ -8,10 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from petseg.errors import PetsegError
+from petseg.errors import PetsegError, StudyError
 from petseg.report import analysis
 from petseg.study.pets import seeds_study
-from petseg.tune.config import load_config
+from petseg.tune.config import check_name, load_config
 from petseg.tune.runner import CONFIG_FILE, experiment_path, saved_data
 
 
@@ -21,23 +21,25 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True, help="the study's name")
     parser.add_argument("--storage-path", default="ray_results", help="the study's Ray storage path")
     parser.add_argument("--results-dir", help="where results/<name>/ goes (default: the study's own)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="clear results/<name>/ when it holds another study's results (refused otherwise)")
     args = parser.parse_args(argv)
-    path = Path(args.storage_path).expanduser().resolve() / args.name
-    if not (path / CONFIG_FILE).is_file():
-        print(f"error: no petseg study at {path} (no {CONFIG_FILE}); check --name and --storage-path",
-              file=sys.stderr)
-        return 2
     try:
+        path = Path(args.storage_path).expanduser().resolve() / check_name(args.name, "--name")
+        if not (path / CONFIG_FILE).is_file():
+            raise StudyError(f"no petseg study at {path} (no {CONFIG_FILE}); check --name and --storage-path")
         config = load_config(path / CONFIG_FILE)
-        # The folder was found here, wherever the study ran from.
-        config = config.replace(storage_path=args.storage_path, results_dir=args.results_dir or config.run.results_dir)
+        # The folder was found here, wherever the study ran from, under this name: a copied study reports as the
+        # copy, never into the original's results.
+        config = config.replace(storage_path=args.storage_path, name=args.name,
+                                results_dir=args.results_dir or config.run.results_dir, overwrite=args.overwrite)
         seeds_path = experiment_path(seeds_study(config))
         out = analysis.write_report(config, saved_data(path), path, seeds_path if seeds_path.is_dir() else None)
     except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print((out / "comparison.md").read_text())
-    print(f"wrote {out}")
+    print(f"wrote {out}{analysis.partial_warning(out)}")
     return 0
 
 

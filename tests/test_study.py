@@ -164,6 +164,22 @@ def test_report_rebuilds_the_same_results_from_the_storage_path(smoke):
         return frame.drop(columns=[c for c in frame if c.startswith("prediction_")])
 
     pd.testing.assert_frame_equal(measured(folder / "results"), measured(rebuilt))
+    # A copy of the study under another name reports as the copy, never into the original's results.
+    shutil.copytree(folder / "ray" / "smoke", folder / "ray" / "copied")
+    run = subprocess.run([sys.executable, str(REPO / "experiments" / "report.py"), "--name", "copied",
+                          "--storage-path", str(folder / "ray"), "--results-dir", str(rebuilt)],
+                         capture_output=True, text=True, timeout=300, cwd=folder)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in rebuilt.iterdir()) == ["copied", "smoke"]
+    assert json.loads((rebuilt / "copied" / "study.json").read_text())["study"] == str(folder / "ray" / "copied")
+    # The copy's results folder now belongs to the copy: the original study is refused there.
+    (rebuilt / "copied").rename(rebuilt / "taken")
+    (rebuilt / "smoke").rename(rebuilt / "spare")
+    (rebuilt / "taken").rename(rebuilt / "smoke")
+    run = subprocess.run([sys.executable, str(REPO / "experiments" / "report.py"), "--name", "smoke",
+                          "--storage-path", str(folder / "ray"), "--results-dir", str(rebuilt)],
+                         capture_output=True, text=True, timeout=300, cwd=folder)
+    assert run.returncode == 2 and "holds the results of another study" in run.stderr and "--overwrite" in run.stderr
 
 
 def test_smoke_study_logs_scalars_and_images_to_tensorboard(smoke):
@@ -195,6 +211,12 @@ def test_failing_trial_errors_while_the_others_finish(tmp_path):
     assert trials.loc["fcn_resnet50", "ended_by"] == "max epochs"
     comparison = pd.read_csv(tmp_path / "results" / "nan" / "comparison.csv")
     assert list(comparison["key"]) == ["fcn_resnet50"]
+    # A study in which every trial failed compared nothing: it says so and exits non-zero.
+    run = compare("--preset", "smoke", "--config", str(config), "--name", "allnan", "--variants", "denseaspp_voc",
+                  folder=tmp_path)
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "no trial of any variant finished with a checkpoint" in run.stderr
+    assert (tmp_path / "results" / "allnan" / "all_trials.csv").is_file()  # each trial's error, kept
 
 
 def test_seed_repeats_report_mean_and_std(tmp_path):
@@ -288,6 +310,16 @@ def test_ctrl_c_exits_130_writes_no_comparison_and_a_moved_study_resumes(tmp_pat
     assert driver.returncode == 130, out[-2000:] + err[-2000:]
     assert "No comparison was written" in err and "--resume" in err.splitlines()[-1]
     assert not (tmp_path / "results" / "stopped" / "comparison.csv").exists()
+    # report.py on the interrupted study: a report that says it is partial and what did not run
+    partial = subprocess.run([sys.executable, str(REPO / "experiments" / "report.py"), "--name", "stopped",
+                              "--storage-path", str(tmp_path / "ray"), "--results-dir", str(tmp_path / "partial")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert "PARTIAL REPORT: not every trial ran" in partial.stdout
+    marker = json.loads((tmp_path / "partial" / "stopped" / "study.json").read_text())
+    assert marker["partial"] and marker["trials_not_started"] + len(marker["trials_unfinished"]) >= 1
+    report = tmp_path / "partial" / "stopped" / "report.md"
+    assert not report.exists() or report.read_text().startswith("# Study stopped (PARTIAL: not every trial ran)")
 
     # The study is moved; --resume finds it where --storage-path points and names the flag it ignores.
     shutil.move(tmp_path / "ray", tmp_path / "moved")

@@ -21,11 +21,12 @@ from ..train import timing
 from ..train.engine import default_device, per_image_confusions
 from ..tune.config import StudyConfig
 from ..tune.results import best_trials, latest_state, trial_records
-from . import figures, labels, paper, stats
+from . import figures, labels, paper, results_folder, stats
 from .tables import markdown_table, paper_tables, run_details_table, with_interval, write_table
 
 METRICS = stats.METRICS
 SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
+FINISHED = ("max epochs", "early stopping", "ASHA", "error")  # how a trial that ran to its end ended (results.ended_by)
 # What a verdict is about: one trained model per variant, or the variant (training runs x test images).
 UNIT_MODEL, UNIT_VARIANT = "this trained model", "this variant"
 CHOSEN = {"random": "at random", "gp": "by the GP", "tpe": "by TPE", "fixed": "fixed", "": "unrecorded"}
@@ -159,11 +160,33 @@ def seed_columns(runs: dict[str, np.ndarray]) -> pd.DataFrame:
 
 def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Path,
                  seeds_path: str | Path | None = None) -> Path:
-    """Write results/<name>/: comparison and paper tables, all trials, report.md with figures, checkpoints."""
+    """Write results/<name>/ whole (replacing an earlier report of the same study only once this one is complete):
+    comparison and paper tables, all trials, report.md with figures, checkpoints; returns the folder."""
+    final = Path(config.run.results_dir).expanduser().resolve() / config.run.name
+    study = str(experiment_path)
+    with results_folder.replacing(final, study, config.run.overwrite) as out:
+        gaps = _write_results(out, config, data, experiment_path, seeds_path)
+        results_folder.write_marker(out, study, **gaps)
+    return final
+
+
+def missing_work(config: StudyConfig, records: pd.DataFrame, scored) -> dict:
+    """What a study has not done yet: trials its search never started or did not finish, variants not scored
+    (and how many were); `partial` is true when any of these is not empty."""
+    finished = records["ended_by"].isin(FINISHED) if len(records) else pd.Series(dtype=bool)
+    unfinished = records.loc[~finished, "trial_id"].tolist() if len(records) else []
+    never_started = max(0, config.search.num_samples * len(config.search.variants) - len(records))
+    missing = [v for v in config.search.variants if v not in scored]
+    return {"partial": bool(unfinished or never_started or missing), "trials_not_started": never_started,
+            "trials_unfinished": unfinished, "variants_missing": missing, "trials_scored": len(scored)}
+
+
+def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_path: str | Path,
+                   seeds_path: str | Path | None) -> dict:
+    """Write every result file into the empty folder `out`; returns what the study has not done (missing_work)."""
     experiment = tune.ExperimentAnalysis(str(experiment_path))
     records = trial_records(experiment, config.search.max_epochs)
-    out = Path(config.run.results_dir).expanduser().resolve() / config.run.name
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir()
     records.to_csv(out / "all_trials.csv", index=False)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (out / "split.json").write_text(json.dumps(data.split, indent=1))
@@ -171,6 +194,7 @@ def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Pat
     device = default_device()
     datasets = datasets_from_spec(data)
     best = best_trials(experiment, records)
+    gaps = missing_work(config, records, best)
     provenances = {variant: labels.study_provenance(config, variant) for variant in config.search.variants}
     names = {variant: labels.model_name(p) for variant, p in provenances.items()}
     rows, confusions, shown, models = [], {}, {}, {}
@@ -216,8 +240,23 @@ def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Pat
     if rows:
         best_ids = {variant: record["trial_id"] for variant, (_, record) in best.items()}
         write_report_md(out, config, comparison, tests, records, experiment, datasets["test"], shown, best_ids,
-                        names, paper_notes, seed_note)
-    return out
+                        names, paper_notes, gaps, seed_note)
+    return gaps
+
+
+def partial_lines(gaps: dict, names: dict[str, str]) -> list[str]:
+    """The paragraph a partial report opens with: which trials did not run and which variants are missing."""
+    if not gaps["partial"]:
+        return []
+    parts = []
+    if gaps["trials_not_started"]:
+        parts.append(f"{gaps['trials_not_started']} planned trial(s) never started")
+    if gaps["trials_unfinished"]:
+        parts.append(f"{len(gaps['trials_unfinished'])} trial(s) did not finish ({', '.join(gaps['trials_unfinished'])})")
+    if gaps["variants_missing"]:
+        parts.append("no scored trial for " + ", ".join(names[v] for v in gaps["variants_missing"]))
+    return ["**This report is partial, not the study's result:** " + "; ".join(parts) + ". The tables and verdicts "
+            "below cover only what finished; continue the study with `--resume` and the report is rebuilt.", ""]
 
 
 def _predict_shown(model, dataset, device: torch.device) -> list[torch.Tensor]:
@@ -231,6 +270,13 @@ CONSOLE_COLUMNS = {"model": "Model", "test_pixel_accuracy": "Pixel acc.", "test_
                    "prediction_time_s": "Prediction, test set (s)", "test_mean_iou": "mIoU"}
 
 
+def partial_warning(results: Path) -> str:
+    """A line saying the report in `results` is partial ("" when the study ran every trial)."""
+    if not results_folder.read_marker(results).get("partial"):
+        return ""
+    return "\nPARTIAL REPORT: not every trial ran (see the top of report.md); resume the study for its result.\n"
+
+
 def console_summary(results: Path) -> str:
     """What a finished study prints last: Table 2's main columns, one paragraph on the verdicts, where the report is."""
     try:
@@ -240,9 +286,9 @@ def console_summary(results: Path) -> str:
     table = comparison[list(CONSOLE_COLUMNS)].rename(columns=CONSOLE_COLUMNS)
     tests = pd.read_csv(results / "pairwise.csv")
     note = too_few_seeds(comparison, tests)
-    return ("\nTable 2 (test split):\n\n" + markdown_table(table) + "\n" + resolution_note(comparison) + "\n\n"
-            + verdict_summary(tests, dict(zip(comparison["key"], comparison["model"]))) + (f" {note}" if note else "")
-            + f"\n\nFull report, intervals and figures: {results / 'report.md'}")
+    return (partial_warning(results) + "\nTable 2 (test split):\n\n" + markdown_table(table) + "\n" + resolution_note(comparison)
+            + "\n\n" + verdict_summary(tests, dict(zip(comparison["key"], comparison["model"])))
+            + (f" {note}" if note else "") + f"\n\nFull report, intervals and figures: {results / 'report.md'}")
 
 
 def verdict_summary(tests: pd.DataFrame, names: dict[str, str]) -> str:
@@ -365,10 +411,10 @@ def suggestion_line(records: pd.DataFrame, names: dict[str, str], sampler: str) 
 
 def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, tests: pd.DataFrame,
                     records: pd.DataFrame, experiment, test_set, shown: dict, best_ids: dict[str, str],
-                    names: dict[str, str], paper_notes: list[str], seed_note: str = "") -> Path:
+                    names: dict[str, str], paper_notes: list[str], gaps: dict, seed_note: str = "") -> Path:
     """report.md with the paper-style tables and run details (also as CSV/LaTeX), intervals, verdicts and figures;
     `names`: every variant's label, scored or not; `paper_notes`: the paragraphs saying which rows stand beside
-    the paper's figures and why the others do not."""
+    the paper's figures and why the others do not; `gaps`: what the study has not done (missing_work)."""
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
     table1, table2 = paper_tables(comparison)
@@ -390,7 +436,8 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
     unchecked = [names[v] for v, p in provenances.items() if p.head_file is not None and not p.backbone_checked]
     size = comparison["test_image_size"].iloc[0]
     sections = [
-        f"# Study {config.run.name}", "",
+        f"# Study {config.run.name}" + (" (PARTIAL: not every trial ran)" if gaps["partial"] else ""), "",
+        *partial_lines(gaps, names),
         f"{len(records)} trials over {len(comparison)} variants; each variant's best trial (highest val weighted "
         "mIoU) scored on the test split. Intervals are 95% bootstrap intervals over test images.", "",
         *([f"Random init where the paper had trained weights: {', '.join(random)}; Table 1's backbone and head "

@@ -9,6 +9,7 @@ from ray import tune
 from ..data import DataSpec, make_data_spec
 from ..errors import DatasetError, StudyError
 from ..report import analysis
+from ..report.results_folder import check_results_folder, read_marker
 from ..tune.config import (SEEDS_SUFFIX, StudyConfig, check_head_files, missing_heads, missing_heads_message,
                            resolve_head_weights)
 from ..tune.results import best_trials, trial_records
@@ -53,6 +54,8 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
     and writes no comparison.
     """
     config, path = open_study(config, resume)
+    results = Path(config.run.results_dir).expanduser().resolve() / config.run.name
+    check_results_folder(results, str(path), config.run.overwrite)  # refused now, not after the training
     if not resume:  # found once here, so every trial and the analysis use the same files (a resume keeps them)
         config = config.replace(head_weights=resolve_head_weights(config))
         missing = missing_heads(config, config.search.head_weights)
@@ -70,6 +73,9 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
             run_search(seeds_config, data, tune.Tuner.can_restore(str(seeds_path)), fixed=seed_trials(config, path))
     results = analysis.write_report(config, data, path, seeds_path)
     print(analysis.console_summary(results), flush=True)
+    if not read_marker(results).get("trials_scored"):
+        raise StudyError(f"no trial of any variant finished with a checkpoint, so nothing was compared; each trial's "
+                         f"error is in {results / 'all_trials.csv'}")
     return results
 
 

@@ -23,6 +23,8 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-budget", metavar="SIZE", help="peak disk for the backbones' feature caches, e.g. "
                         "64G: backbones are cached (and deleted) one after another to stay within it (default: 80%% of "
                         "the cache disk's free space)")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="clear results/<name>/ when it holds another study's results (refused otherwise)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name "
                         "(found under --storage-path; its saved search settings win, the run flags apply)")
     parser.add_argument("-v", "--verbose", action="store_true", default=None,
@@ -44,4 +46,4 @@ def runner_overrides(args: argparse.Namespace) -> dict:
             "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir, "cache_budget": args.cache_budget,
             "verbose": args.verbose,
             "local_gpus": args.local_gpus, "ray_metrics": args.ray_metrics,
-            "allow_unauthenticated_ray": args.allow_unauthenticated_ray}
+            "allow_unauthenticated_ray": args.allow_unauthenticated_ray, "overwrite": args.overwrite}

@@ -87,6 +87,8 @@ class RunConfig:
     local_gpus: float | None = None
     ray_metrics: bool = False
     allow_unauthenticated_ray: bool = False
+    # Clear a results folder that holds another study's results (or other files) instead of refusing it.
+    overwrite: bool = False
 
 
 SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchConfig))
