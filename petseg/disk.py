@@ -1,11 +1,17 @@
 """What petseg keeps on disk, shared by processes on a node: its cache folder, file locks, JSON values and
-memory-mapped arrays computed once (built under a lock, published atomically)."""
+memory-mapped arrays computed once (built under a lock, published atomically, verified when read).
+
+A cached array's size, sha256 and modification time are recorded in meta.json, written last. Every read
+checks the sizes (a truncated file), and re-hashes a file whose modification time changed since (bytes
+written over it); a damaged cache is named in a warning and rebuilt, never read."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -59,17 +65,60 @@ def cached_arrays(folder: Path, specs: dict[str, tuple[tuple[int, ...], np.dtype
                   margin: float = 1.1) -> dict[str, np.ndarray] | None:
     """Memory-mapped arrays of `specs` {name: (shape, dtype)} in `folder`, built by `fill` if absent.
 
-    Concurrent callers build once: one holds the lock and builds, the others wait and then read.
-    Returns None, building nothing, when the disk lacks room for the arrays (times `margin`).
+    Concurrent callers build once: one holds the lock and builds, the others wait and then read. A damaged
+    cache (see the module docstring) is rebuilt. Returns None, building nothing, when the disk lacks room for
+    the arrays (times `margin`).
     """
-    if not (folder / META).is_file():
+    if not (folder / META).is_file() or damage(folder, specs):
         with file_lock(folder.with_name(folder.name + ".lock")):
+            problem = damage(folder, specs) if (folder / META).is_file() else None
+            if problem:
+                warnings.warn(f"cache {folder} is damaged ({problem}); rebuilding it", stacklevel=2)
+                shutil.rmtree(folder)
             if not (folder / META).is_file():
                 needed = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in specs.values())
                 if disk_free(folder.parent) < needed * margin:
                     return None
                 _build(folder, specs, fill, {**meta, "bytes": needed})
     return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in specs}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(folder: Path, names) -> dict:
+    """Size, sha256 and modification time of each array file in `folder`."""
+    files = {}
+    for name in names:
+        path = folder / f"{name}.npy"
+        stat = path.stat()
+        files[name] = {"bytes": stat.st_size, "sha256": file_sha256(path), "mtime_ns": stat.st_mtime_ns}
+    return files
+
+
+def damage(folder: Path, specs) -> str | None:
+    """What is wrong with the complete cache in `folder` (a file missing, truncated or changed since it was
+    built), or None when it is as built."""
+    try:
+        files = json.loads((folder / META).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{folder / META} is unreadable or records no file checksums"
+    for name in specs:
+        path, recorded = folder / f"{name}.npy", files.get(name)
+        if recorded is None or not path.is_file():
+            return f"{path} is missing"
+        stat = path.stat()
+        if stat.st_size != recorded["bytes"]:
+            return f"{path} has {stat.st_size:,} bytes, {recorded['bytes']:,} when built"
+        if stat.st_mtime_ns != recorded["mtime_ns"] and file_sha256(path) != recorded["sha256"]:
+            return f"{path} was changed since it was built (its sha256 differs)"
+    return None
 
 
 def _build(folder: Path, specs, fill, meta: dict) -> None:
@@ -82,8 +131,10 @@ def _build(folder: Path, specs, fill, meta: dict) -> None:
         fill(arrays)
         for array in arrays.values():
             array.flush()
-        # meta.json marks a complete cache: written last, then the folder appears in one rename.
-        (scratch / META).write_text(json.dumps(meta, indent=1))
+        del arrays  # unmapped before the files are hashed
+        # meta.json marks a complete cache and records how to tell it intact: written last, then the folder
+        # appears in one rename (which keeps the files' modification times).
+        (scratch / META).write_text(json.dumps({**meta, "files": _manifest(scratch, specs)}, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(scratch, folder)
     finally:

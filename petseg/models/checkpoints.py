@@ -7,12 +7,16 @@
 - head file: `<variant>-<first 8 hex of its sha256>.pth` in the public DenseASPP layout, `features.*`
   (the frozen backbone it was trained on) and `head.*`, for the VOC / ADE20K variants.
 
+Trial states and best checkpoints are written with a `<file>.sha256` beside them (size and digest, written
+last): a file that was cut short or changed is refused with its name, never loaded.
+
 A model is rebuilt from a saved trial config by petseg.models.model_from_config.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..data import PARTS
+from ..disk import file_sha256
 from ..errors import CheckpointError
 from .registry import VARIANTS
 from .segmenter import FrozenBackboneSegmenter
@@ -39,9 +44,40 @@ BACKBONE_PREFIXES = ("pretrained.features.", "features.")
 _LOAD_ERRORS = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError)
 
 
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def save_verified(value, path: Path) -> None:
+    """torch.save `value` to `path`, then its size and sha256 beside it (written last: present means complete)."""
+    torch.save(value, path)
+    checksum = path.with_name(path.name + CHECKSUM_SUFFIX)
+    checksum.write_text(json.dumps({"bytes": path.stat().st_size, "sha256": file_sha256(path)}))
+
+
+def load_verified(path: Path, remedy: str):
+    """torch.load(weights_only) of `path` after checking it against its checksum file (when it has one, as every
+    file petseg writes does); a CheckpointError names a damaged or unreadable file and `remedy`."""
+    checksum = path.with_name(path.name + CHECKSUM_SUFFIX)
+    if checksum.is_file():
+        try:
+            expected = json.loads(checksum.read_text())
+            size, digest = int(expected["bytes"]), str(expected["sha256"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{checksum}: an unreadable checksum file ({err}); {remedy}") from err
+        found = path.stat().st_size if path.is_file() else 0
+        if found != size:
+            raise CheckpointError(f"{path} is damaged: {found:,} bytes, {size:,} when written; {remedy}")
+        if file_sha256(path) != digest:
+            raise CheckpointError(f"{path} is damaged: its checksum differs from the one written with it; {remedy}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except _LOAD_ERRORS as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err}); {remedy}") from err
+
+
 def save_trial_state(folder: str | Path, state: dict, config: dict) -> None:
     """Write a trial's training state and its config into a checkpoint folder."""
-    torch.save({**state, "config": config}, Path(folder) / TRIAL_STATE_FILE)
+    save_verified({**state, "config": config}, Path(folder) / TRIAL_STATE_FILE)
 
 
 def load_trial_state(checkpoint) -> dict | None:
@@ -49,13 +85,15 @@ def load_trial_state(checkpoint) -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / TRIAL_STATE_FILE, map_location="cpu", weights_only=True)
+        return load_verified(Path(folder) / TRIAL_STATE_FILE, "this trial's checkpoint cannot be used; rerun the "
+                             "trial (delete its folder and --resume) or restore the file from a copy")
 
 
 def save_best_checkpoint(path: str | Path, variant: str, lr: float, epoch: int, head: dict, config: dict,
                          data: dict) -> Path:
     """Write a variant's best checkpoint (its best head with the trial config and the data spec as a dict)."""
-    torch.save({"variant": variant, "lr": lr, "epoch": epoch, "head": head, "config": config, "data": data}, path)
+    save_verified({"variant": variant, "lr": lr, "epoch": epoch, "head": head, "config": config, "data": data},
+                  Path(path))
     return Path(path)
 
 
@@ -65,11 +103,7 @@ def load_best_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass results/<name>/checkpoints/<variant>.pt "
                               "of a finished study")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except _LOAD_ERRORS as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err}); rebuild it with "
-                              "experiments/report.py") from err
+    checkpoint = load_verified(path, "rebuild it with experiments/report.py")
     missing = [key for key in BEST_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: not a petseg best checkpoint (missing {missing}); use a file from "
