@@ -2,7 +2,8 @@
 
     python experiments/driver_overhead.py --label after          # 200 one-epoch trials (a few minutes on 2 cores)
     python experiments/driver_overhead.py --trials 10 --label check --output /tmp/overhead.md   # a quick check
-    PYTHONPATH=/tmp/before python experiments/driver_overhead.py --label before   # the petseg of another checkout
+    cd /tmp/before && PYTHONPATH=$PWD python experiments/driver_overhead.py --label before \
+        --output /path/to/petseg/results/driver_overhead.md          # another checkout (this script copied in)
 
 One search through petseg's own runner (`run_search`, the trainable and the Tune settings a study uses) of
 --trials fixed trials of the smoke preset's data (24 generated images at 64 px, cached features) for one
@@ -12,7 +13,8 @@ write_bytes: the experiment state, searcher and logger files, their copies to th
 times the experiment state file on the storage path changed (polled every 5 ms by a separate process, so
 very close writes may count once), and the experiment folder's size at the end. Each --label's numbers are
 kept in the JSON file beside --output and the markdown is rewritten from all of them, so a run of the code
-before a change and one after end up in one table.
+before a change and one after end up in one table. To measure another checkout, run from it with PYTHONPATH
+pointing at it: Ray's workers import petseg from the driver's working directory.
 """
 from __future__ import annotations
 
