@@ -2,6 +2,7 @@
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socketserver
@@ -354,6 +355,41 @@ def test_resume_after_the_driver_is_killed_loses_nothing_and_prunes_as_the_unint
 
     assert any(ended == "ASHA" for _, _, ended in stops("whole"))  # there was pruning to keep
     assert stops("killed") == stops("whole")
+
+
+def test_a_driver_killed_mid_trial_costs_at_most_the_epoch_in_progress(tmp_path):
+    """Killed while a trial is between epochs, the driver leaves a snapshot naming that trial's last checkpoint
+    (Tune saves the study after every trial checkpoint): the resumed trial recomputes at most one epoch of those
+    the driver had seen, and loses none."""
+    # One trial, no ASHA, the backbone live (slower epochs: a kill lands between them).
+    config = write_config(tmp_path, max_epochs=5, num_samples=1, asha=False, patience=10, feature_cache=False)
+    args = ["--preset", "smoke", "--config", str(config), "--variants", "denseaspp_voc", "--name", "midtrial"]
+    console = tmp_path / "console.txt"
+    with console.open("w") as out:
+        driver = subprocess.Popen([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "ray"), *args],
+                                  cwd=tmp_path, stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
+
+        def epochs_seen():  # the epochs the driver has printed (it prints each result as Tune hands it over)
+            return [int(e) for e in re.findall(r"denseaspp_voc .* epoch (\d+)/5", console.read_text())]
+
+        deadline = time.time() + 300
+        while time.time() < deadline and not 2 <= len(epochs_seen()) < 5:
+            assert driver.poll() is None, "the study finished before it could be interrupted"
+            time.sleep(0.05)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started: a crash
+        driver.wait()
+    seen = max(epochs_seen())
+    experiment = tmp_path / "ray" / "midtrial"
+    saved = len(result_lines(experiment))  # the epochs the storage path shows
+    assert list(trial_statuses(experiment).values()) == ["PENDING"]  # saved as RUNNING: the resume continues it
+
+    resumed = compare(*args, "--resume", folder=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    epochs = [line["epoch"] for line in result_lines(experiment)]
+    assert sorted(set(epochs)) == [1, 2, 3, 4, 5], epochs  # no epoch lost
+    if "the trial starts over" not in resumed.stdout:  # the one exception (README, Interrupting)
+        # It went on from its last checkpoint: at most the last epoch the driver saw ran again.
+        assert epochs[saved] >= seen, (seen, saved, epochs)
 
 
 LISTENERS = """
