@@ -155,7 +155,9 @@ def test_a_relative_cache_dir_means_the_folder_the_command_ran_in(tmp_path, monk
     monkeypatch.setenv("PETSEG_CACHE", "from-env")
     config = resolve_config("smoke")
     assert config.run.cache_dir == str(tmp_path / "from-env")
-    assert config.trial_params()["cache_dir"] == str(tmp_path / "from-env")  # what every trial is given
+    from petseg.tune.runner import trial_settings
+
+    assert trial_settings(config, None)["cache_dir"] == str(tmp_path / "from-env")  # what every trial is given
     monkeypatch.chdir(tmp_path.parent)  # resolved once: a later working directory changes nothing
     assert config.replace(max_epochs=3).run.cache_dir == str(tmp_path / "from-env")
 

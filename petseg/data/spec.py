@@ -68,6 +68,11 @@ class DataSpec:
         spec = cls(**{k: v for k, v in values.items() if k in known})
         return dataclasses.replace(spec, mean=tuple(spec.mean), std=tuple(spec.std))
 
+    def decoded_in(self, cache_dir: str | Path) -> "DataSpec":
+        """The same samples with images decoded under `cache_dir` where decoding is cached at all (a resumed
+        study's --cache-dir)."""
+        return dataclasses.replace(self, decoded_cache_dir=str(cache_dir) if self.decoded_cache_dir else None)
+
     @property
     def parts(self) -> tuple[str, ...]:
         """The parts its datasets come in: train / val / test for Pets, train / val for VOC / ADE20K."""

@@ -64,7 +64,7 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
         dataset_root(config)  # a missing data root is named before Ray starts
     config = config.replace(head_backbone_checked=check_head_files(config))
     with ray_session(config):
-        data = saved_data(path) if resume else prepare_data(config)
+        data = saved_data(path).decoded_in(config.run.cache_dir) if resume else prepare_data(config)
         run_search(config, data, resume)
         seeds_path = None
         if config.search.seeds:

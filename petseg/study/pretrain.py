@@ -96,7 +96,8 @@ def pretrain_heads(config: StudyConfig, dataset: str, sbd_root: str | None = Non
     check_writable(output_dir, "--output folder")
     config, path = open_study(config, resume)
     with ray_session(config):
-        data = saved_data(path) if resume else prepare_pretrain_data(config, dataset, sbd_root)
+        data = (saved_data(path).decoded_in(config.run.cache_dir) if resume
+                else prepare_pretrain_data(config, dataset, sbd_root))
         if data.kind != dataset:
             raise StudyError(f"study {config.run.name!r} pretrained on {data.kind}, not {dataset}; "
                              "pass its --dataset or another --name")

@@ -143,6 +143,12 @@ class CacheGate:
         self.gone: set[int] = set()
         self.built: set[int] = set()
 
+    def replan(self, plan: CachePlan) -> None:
+        """Keep to `plan` from now on: the same backbones' caches under another budget (a resumed study's)."""
+        if [cache.backbone for cache in plan.caches] != [cache.backbone for cache in self.plan.caches]:
+            raise ValueError("a cache gate can only take a plan of the same backbones in the same order")
+        self.plan = plan
+
     def _variants(self, group: int) -> list[str]:
         return [v for v in self.plan.caches[group].variants if v in self.planned]
 

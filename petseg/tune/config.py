@@ -65,7 +65,9 @@ class SearchConfig:
 
 @dataclass
 class RunConfig:
-    """Where and how a study runs and keeps its files (Ray's RunConfig side): it may change on --resume."""
+    """Where and how a study runs and keeps its files (Ray's RunConfig side): a resume takes it from its own
+    command line, except max_failures, max_concurrent_trials and Tune's own verbosity, which Tune keeps with the
+    saved search."""
 
     name: str = "paper"
     address: str | None = None
@@ -195,13 +197,13 @@ class StudyConfig:
         return {"search": dataclasses.asdict(self.search), "run": dataclasses.asdict(self.run)}
 
     def trial_params(self) -> dict:
-        """What every trial's config holds besides the searched variant and lr (a flat dict Tune merges into)."""
-        search, run = self.search, self.run
+        """What every trial's config holds besides the searched variant and lr (a flat dict Tune merges into): search
+        settings only, since Tune keeps trial configs as they were when a study is resumed."""
+        search = self.search
         return {"max_epochs": search.max_epochs, "batch_size": search.batch_size, "patience": search.patience,
                 "pretrained": search.pretrained, "seed": search.seed, "head_weights": search.head_weights,
                 "head_backbone_checked": search.head_backbone_checked,
-                "amp": search.amp, "feature_cache": search.feature_cache, "cache_dir": run.cache_dir,
-                "num_workers": run.num_workers, "cpus_per_trial": run.cpus_per_trial}
+                "amp": search.amp, "feature_cache": search.feature_cache}
 
 
 def load_config(source: dict | str | os.PathLike) -> StudyConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import partial
 
 import optuna
@@ -21,8 +22,22 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .cache_plan import CacheGate
+from .cache_plan import CacheGate, CachePlan
 from .search_space import DEFAULT_SAMPLER, startup_trials
+
+# The cache plan of the search this driver runs now. A resumed search's searcher comes back from its pickles
+# with the plan of the run that started it; its gate takes this one, so a resume keeps to the budget it is given.
+_this_run = {"plan": None}
+
+
+@contextmanager
+def restored_searchers_use(plan: CachePlan | None):
+    """Within the block, a searcher restored from a saved search gates its trials by `plan` (this run's)."""
+    _this_run["plan"] = plan
+    try:
+        yield
+    finally:
+        _this_run["plan"] = None
 
 
 class _StateSearcher(Searcher):
@@ -83,9 +98,11 @@ class _StateSearcher(Searcher):
             pickle.dump(self.__dict__, file)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Load what `save` wrote."""
+        """Load what `save` wrote; the cache gate then keeps to this run's plan (see restored_searchers_use)."""
         with open(checkpoint_path, "rb") as file:
             self.__dict__.update(pickle.load(file))
+        if self.gate is not None and _this_run["plan"] is not None:
+            self.gate.replan(_this_run["plan"])
 
 
 def make_sampler(kind: str, num_samples: int, seed: int) -> optuna.samplers.BaseSampler:

@@ -14,14 +14,17 @@ from .search_space import SAMPLERS, random_start
 
 SHORT = {"val_weighted_iou": "wIoU", "val_mean_iou": "mIoU"}
 WAIT_NOTE_S = 60  # how long trials may all be pending before the console says they are waiting
-# The queue trials send their lines through, for this driver session; a restored search's callbacks
-# come from its pickle, so they find the queue here rather than holding it.
-_console = {"messages": None}
+# The queue trials send their lines through and what a trial asks of a node, for this driver session; a
+# restored search's callbacks come from its pickle, so they find both here rather than holding them.
+_console = {"messages": None, "request": ""}
 
 
-def attach(messages) -> None:
-    """Print the lines trials put on `messages` (a Ray queue) during this driver session."""
+def attach(messages, config: StudyConfig) -> None:
+    """Print the lines trials put on `messages` (a Ray queue) during this driver session, and name the resources
+    a trial of `config` asks for while trials wait."""
     _console["messages"] = messages
+    _console["request"] = f"{config.run.cpus_per_trial:g} CPU" + (
+        f" and {config.run.gpus_per_trial:g} GPU" if config.run.gpus_per_trial else "")
 
 
 def print_start(config: StudyConfig, path: Path, metric: str) -> None:
@@ -64,8 +67,6 @@ class TrialLines(tune.Callback):
     def __init__(self, config: StudyConfig):
         self.max_epochs = config.search.max_epochs
         self.drained = 0.0
-        self.request = f"{config.run.cpus_per_trial:g} CPU" + (
-            f" and {config.run.gpus_per_trial:g} GPU" if config.run.gpus_per_trial else "")
         self.waiting_since: float | None = None
         self.noted = 0.0
 
@@ -109,8 +110,8 @@ class TrialLines(tune.Callback):
         self.waiting_since = self.waiting_since or now
         if now - self.waiting_since >= WAIT_NOTE_S and now - self.noted >= WAIT_NOTE_S:
             self.noted = now
-            print(f"[petseg] waiting for nodes: {pending} trial(s) pending, none running; each needs {self.request} "
-                  "on one node (`ray status` shows the cluster)", flush=True)
+            print(f"[petseg] waiting for nodes: {pending} trial(s) pending, none running; each needs "
+                  f"{_console['request']} on one node (`ray status` shows the cluster)", flush=True)
 
 
 def drain(messages) -> None:

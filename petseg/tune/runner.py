@@ -25,7 +25,7 @@ from . import progress
 from .config import StudyConfig, load_config, lr_bounds, resolve_config
 from .cluster import check_address, trial_slots
 from .cache_plan import CacheGate, CachePlan, cache_items, study_cache_plan
-from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher
+from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher, restored_searchers_use
 from .trainable import train_variant
 
 METRIC, MODE = "val_weighted_iou", "max"
@@ -34,21 +34,6 @@ METRIC, MODE = "val_weighted_iou", "max"
 # pretraining exports a trial's last checkpoint). ASHA compares the current epoch's METRIC at its rungs.
 RANKED_BY = {METRIC: "best_val_weighted_iou"}
 CONFIG_FILE, DATA_FILE = "petseg_config.yaml", "petseg_data.json"
-_ctrl_c = threading.Event()  # set by Ctrl-C during a search, read by StopOnCtrlC and run_search
-
-
-class StopOnCtrlC(tune.Callback):
-    """Ends the search at the next step after Ctrl-C, even where Ray's own code swallowed the KeyboardInterrupt."""
-
-    def on_step_begin(self, iteration, trials, **info):
-        """Raise KeyboardInterrupt once Ctrl-C was pressed."""
-        if _ctrl_c.is_set():
-            raise KeyboardInterrupt
-
-
-def _on_ctrl_c(signum, frame):
-    _ctrl_c.set()
-    raise KeyboardInterrupt
 
 
 def experiment_path(config: StudyConfig) -> Path:
@@ -77,10 +62,21 @@ def trial_dirname(trial) -> str:
     return f"{trial.config['variant']}_{trial.trial_id}"
 
 
-def resourced_trainable(config: StudyConfig, data: DataSpec, messages):
-    """The trainable with the data spec and the console queue bound and the per-trial resources attached."""
-    return tune.with_resources(tune.with_parameters(train_variant, data=data, messages=messages),
-                               {"cpu": config.run.cpus_per_trial, "gpu": config.run.gpus_per_trial})
+def trial_settings(config: StudyConfig, plan: CachePlan | None) -> dict:
+    """The run settings a trial reads: its CPUs (threads), DataLoader workers, cache folder, and the variants the
+    cache plan runs live."""
+    run = config.run
+    return {"cpus_per_trial": run.cpus_per_trial, "num_workers": run.num_workers, "cache_dir": run.cache_dir,
+            "live_variants": plan.live_variants if plan else []}
+
+
+def resourced_trainable(config: StudyConfig, data: DataSpec, messages, plan: CachePlan | None):
+    """The trainable with the data spec, the console queue and this run's settings bound and the per-trial
+    resources attached. Bound anew on resume (not kept in the trials' saved configs), so a resumed study's
+    trials, restored or new, run with the resources and cache settings it was resumed with."""
+    return tune.with_resources(
+        tune.with_parameters(train_variant, data=data, messages=messages, run=trial_settings(config, plan)),
+        {"cpu": config.run.cpus_per_trial, "gpu": config.run.gpus_per_trial})
 
 
 def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METRIC, fixed: list[dict] | None = None,
@@ -104,10 +100,10 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
         scheduler = VariantScheduler(search.variants, metric, MODE, max_t=search.max_epochs,
                                      grace_period=search.grace_period, reduction_factor=search.reduction_factor
                                      ) if search.asha else None
-    callbacks = [progress.TrialLines(config), StopOnCtrlC(), *([SchedulerState(scheduler)] if scheduler else [])]
+    callbacks = [progress.TrialLines(config), *([SchedulerState(scheduler)] if scheduler else [])]
     return tune.Tuner(
-        resourced_trainable(config, data, messages),
-        param_space={**config.trial_params(), "live_variants": plan.live_variants if plan else []},
+        resourced_trainable(config, data, messages, plan),
+        param_space=config.trial_params(),
         tune_config=tune.TuneConfig(metric=metric, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                     num_samples=sum(planned.values()), max_concurrent_trials=trial_slots(config),
                                     trial_dirname_creator=trial_dirname,
@@ -118,9 +114,11 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
         run_config=tune.RunConfig(
             name=config.run.name, storage_path=str(Path(config.run.storage_path).expanduser().resolve()),
             failure_config=tune.FailureConfig(max_failures=config.run.max_failures),
-            # Two kept: Tune deletes the older checkpoint before it snapshots the experiment, so a
-            # driver killed in between leaves a snapshot naming the previous one (see run_search).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # One kept: Tune then snapshots the experiment right after each trial checkpoint (it forces a
+            # snapshot once a trial has saved num_to_keep since the last), besides its own timed ones, so a
+            # driver killed later resumes every trial from its last epoch. See README (Resume) for the
+            # moment between Tune deleting the previous checkpoint and that snapshot reaching storage.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Trials write TensorBoard images into their trial folder: carry them to the storage path.
             sync_config=tune.SyncConfig(sync_artifacts=True),
             callbacks=callbacks,
@@ -150,20 +148,19 @@ def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
 def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric: str = METRIC,
                fixed: list[dict] | None = None) -> Path:
     """Run (or resume) the Tune search of `config` on `data`, maximising `metric`, on the connected Ray; returns
-    Ray's experiment folder. Raises SearchInterrupted when it stopped before every trial finished (Ctrl-C)."""
+    Ray's experiment folder. Raises SearchInterrupted when it stopped before every trial finished (Ctrl-C).
+
+    Ctrl-C is Tune's own stop: it saves the experiment one last time and ends the trials (a second Ctrl-C skips
+    that save and raises KeyboardInterrupt). On resume, this run's settings (resources, cache folder and budget)
+    apply to every trial still to run.
+    """
     path = experiment_path(config)
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (path / DATA_FILE).write_text(json.dumps(data.to_json()))
     progress.print_start(config, path, metric)
-    # A snapshot of the experiment after every step means it never names a checkpoint older than the
-    # previous one, which CheckpointConfig(num_to_keep=2) still keeps: a resume after the driver is
-    # killed finds every trial's checkpoint. Tune warns about such frequent snapshots; here they are wanted.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # Tune warns when trial checkpoints force snapshots seconds apart; with num_to_keep=1 that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Ctrl-C raises KeyboardInterrupt here instead of Tune's graceful stop, which marks the trials it stops
-    # as finished; the snapshot taken after every step then lets --resume continue them from their checkpoints.
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if not config.run.verbose:
         # Tune's newer console prints its own summary box and a TensorBoard hint for another folder
         # whatever the verbosity; its classic reporter at verbosity 0 leaves the console to petseg.
@@ -172,31 +169,37 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
     # Trials' lines for this console, from any node; kept on the driver's node, which lives as long as the driver.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     messages = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
-    progress.attach(messages)
+    progress.attach(messages, config)
+    plan = study_cache_plan(config, data.size, *cache_items(data))
+    if plan is not None:
+        progress.print_plan(plan)
     if resume:
-        tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data, messages),
+        tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data, messages, plan),
                                    resume_unfinished=True, resume_errored=False)
     else:
-        plan = study_cache_plan(config, data.size, *cache_items(data))
-        if plan is not None:
-            progress.print_plan(plan)
         tuner = make_tuner(config, data, messages, metric, fixed, plan)
-    _ctrl_c.clear()
-    main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
-    previous = signal.signal(signal.SIGINT, _on_ctrl_c) if main_thread else None
+    previous = signal.getsignal(signal.SIGINT)
     try:
-        grid = tuner.fit()
+        with restored_searchers_use(plan):
+            tuner.fit()
     finally:
-        if main_thread:
+        # Tune leaves its Ctrl-C handler installed after fit, where it would swallow a Ctrl-C during the report.
+        if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
     progress.drain(messages)
     planned = len(fixed) if fixed is not None else config.search.num_samples * len(config.search.variants)
-    finished = grid.num_terminated + grid.num_errors
-    if finished < planned or _ctrl_c.is_set():
+    finished = ended_trials(path)
+    if finished < planned:
         raise SearchInterrupted(f"search {config.run.name!r} stopped with {finished} of its {planned} trials finished; "
                                 f"its state is saved in {path}")
     print(f"[petseg] search finished in {time.time() - started:.0f} s", flush=True)
     return path
+
+
+def ended_trials(path: Path) -> int:
+    """How many trials of the experiment saved at `path` ended (finished or failed). A stopped search saves the
+    trials it interrupted as running or pending, and a resume continues them."""
+    return sum(trial.status in ("TERMINATED", "ERROR") for trial in tune.ExperimentAnalysis(str(path)).trials)
 
 
 def saved_config(path: Path, requested: StudyConfig) -> StudyConfig:

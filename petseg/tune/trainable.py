@@ -7,6 +7,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import pyarrow.fs
 import ray
 import torch
 from ray import tune
@@ -50,12 +51,13 @@ class ImageLogger:
         self.writer.flush()
 
 
-def train_variant(config: dict, data: DataSpec, messages=None) -> None:
+def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> None:
     """Fine-tune config["variant"]'s head with config["lr"], reporting metrics and a checkpoint each epoch.
 
+    run: the run settings of the driver that started or resumed the search (runner.trial_settings).
     messages: a Ray queue the driver prints from (a trial's own output stays in its log files).
     """
-    torch.set_num_threads(max(1, int(config["cpus_per_trial"])))
+    torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
     datasets = datasets_from_spec(data)
     num_classes = data.num_classes
     # Tune runs each trial in its own working directory on whichever node it lands, and
@@ -65,6 +67,9 @@ def train_variant(config: dict, data: DataSpec, messages=None) -> None:
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the GPU share Ray gave this trial, shown in all_trials.csv
 
     last_epoch = 0
+
+    def say(line: str) -> None:
+        tell(messages, f"{config['variant']} lr={config['lr']:.2e} on {node}: {line}")
 
     def report(metrics: dict, state: dict, model) -> None:
         nonlocal last_epoch
@@ -81,15 +86,27 @@ def train_variant(config: dict, data: DataSpec, messages=None) -> None:
             fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
                 batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
                 seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
-                num_workers=loader_workers(config["num_workers"], config["cpus_per_trial"]), num_classes=num_classes,
-                report=report, state=load_trial_state(tune.get_checkpoint()), device=default_device(), amp=config["amp"],
-                feature_cache_dir=config["cache_dir"] if config["feature_cache"] and config["variant"] not in
-                config.get("live_variants", ()) else None,
-                say=lambda line: tell(messages, f"{config['variant']} lr={config['lr']:.2e} on {node}: {line}"))
+                num_workers=loader_workers(run["num_workers"], run["cpus_per_trial"]), num_classes=num_classes,
+                report=report, state=restored_state(tune.get_checkpoint(), say), device=default_device(),
+                amp=config["amp"], feature_cache_dir=run["cache_dir"] if config["feature_cache"] and config["variant"]
+                not in run["live_variants"] else None, say=say)
         except NonFiniteLossError as err:
             # Seeded training diverges the same way on every retry, so the trial ends here instead of
             # raising into Tune's retries; the searcher and scheduler read `nonfinite_loss` as an error.
             tune.report({"epoch": last_epoch, **NAN_METRICS, "nonfinite_loss": str(err), "node": node})
+
+
+def restored_state(checkpoint, say) -> dict | None:
+    """The training state in the checkpoint Tune restores the trial from; None (start over, said through `say`)
+    when that checkpoint is gone: a driver killed after Tune deleted it for the next one and before the
+    experiment state naming the next one reached storage."""
+    if checkpoint is None:
+        return None
+    if checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.NotFound:
+        say(f"its last saved checkpoint {checkpoint.path} is gone (the driver was stopped while saving the study); "
+            "the trial starts over")
+        return None
+    return load_trial_state(checkpoint)
 
 
 def tell(messages, line: str) -> None:
