@@ -13,6 +13,7 @@ import sys
 from petseg.errors import PetsegError, SearchInterrupted
 from petseg.models import VARIANTS, parameter_counts
 from petseg.tune.cache_plan import estimated_items, study_cache_plan
+from petseg.tune import stopping
 from petseg.tune.cli import add_runner_flags, runner_overrides
 from petseg.tune.config import (PRESETS, check_head_files, head_search_folder, missing_heads,
                                 missing_heads_message, resolve_config, resolve_head_weights, search_plan)
@@ -86,6 +87,7 @@ def print_plan(config) -> None:
 def main(argv=None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
+    stopping.install()
     try:
         config = config_from_args(args)
         if args.dry_run:
@@ -95,9 +97,8 @@ def main(argv=None) -> int:
 
         run_study(config, resume=args.resume)
     except (SearchInterrupted, KeyboardInterrupt) as err:
-        print(f"\ninterrupted: {err or 'Ctrl-C'}. No comparison was written. Continue with:\n  "
-              f"{resume_command(argv)}", file=sys.stderr)
-        return 130
+        print(stopping.stop_message(err, "No comparison was written.", resume_command(argv)), file=sys.stderr)
+        return 128 + stopping.signal_of(err)
     except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

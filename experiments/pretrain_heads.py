@@ -15,6 +15,7 @@ import sys
 from petseg.data.voc_ade import NUM_CLASSES
 from petseg.errors import PetsegError, SearchInterrupted
 from petseg.synthetic import MIN_IMAGES
+from petseg.tune import stopping
 from petseg.tune.cli import add_runner_flags, runner_overrides
 from petseg.tune.config import resolve_config
 
@@ -58,13 +59,14 @@ def main(argv=None) -> int:
     from petseg.study.pretrain import head_variants, pretrain_heads  # Ray is imported only once the flags parse
 
     variants = head_variants(args.dataset)
+    stopping.install()
     try:
         table, results = pretrain_heads(config_from_args(args, variants), args.dataset, args.sbd_root,
                                         args.output, resume=args.resume)
     except (SearchInterrupted, KeyboardInterrupt) as err:
-        print(f"\ninterrupted: {err or 'Ctrl-C'}. No head file was written. Continue with the same command and "
-              "--resume", file=sys.stderr)
-        return 130
+        print(stopping.stop_message(err, "No head file was written.", "the same command with --resume"),
+              file=sys.stderr)
+        return 128 + stopping.signal_of(err)
     except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@ Each message names the file, flag or value at fault and says what to do about it
 """
 from __future__ import annotations
 
+import signal
+
 from pathlib import Path
 
 
@@ -44,4 +46,9 @@ class StudyError(PetsegError, RuntimeError):
 
 
 class SearchInterrupted(StudyError):
-    """A search stopped (Ctrl-C) before every trial finished; its state is saved and --resume continues it."""
+    """A search stopped (Ctrl-C, SIGTERM, SIGHUP) before every trial finished; its state is saved and --resume
+    continues it. `signum` is the signal that stopped it."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum

@@ -297,6 +297,26 @@ def result_lines(experiment: Path) -> list[dict]:
     return [json.loads(line) for path in experiment.glob("*/result.json") for line in path.read_text().splitlines()]
 
 
+def test_sigterm_stops_the_study_as_ctrl_c_does_and_exits_143(tmp_path):
+    """What `ray job stop` and Kubernetes send: Tune's own stop with its final save, the reason and the resume
+    command printed, exit 128 + 15."""
+    config = write_config(tmp_path, max_epochs=3, num_samples=2, grace_period=3)
+    args = ["--preset", "smoke", "--config", str(config), "--name", "termed", "--variants", "denseaspp_voc"]
+    driver = subprocess.Popen([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "ray"), *args],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not result_lines(tmp_path / "ray" / "termed"):
+        assert driver.poll() is None, "the study finished before it could be stopped"
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGTERM)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 143, out[-2000:] + err[-2000:]
+    assert "interrupted by SIGTERM: search 'termed' stopped with" in err and "No comparison was written" in err
+    assert "--resume" in err.splitlines()[-1] and "Traceback" not in err
+    statuses = trial_statuses(tmp_path / "ray" / "termed")
+    assert statuses and set(statuses.values()) - {"TERMINATED", "ERROR"}, statuses  # saved as unfinished
+
+
 def test_ctrl_c_exits_130_writes_no_comparison_and_a_moved_study_resumes_with_new_run_settings(tmp_path):
     config = write_config(tmp_path, max_epochs=3, num_samples=2, grace_period=3)
     args = ["--preset", "smoke", "--config", str(config), "--name", "stopped", "--variants", "denseaspp_voc"]

@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..data import DataSpec
 from ..errors import SearchInterrupted, StudyError
-from . import progress
+from . import progress, stopping
 from .config import StudyConfig, load_config, lr_bounds, resolve_config
 from .cluster import check_address, trial_slots
 from .cache_plan import CacheGate, CachePlan, cache_items, study_cache_plan
@@ -148,7 +148,8 @@ def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
 def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric: str = METRIC,
                fixed: list[dict] | None = None) -> Path:
     """Run (or resume) the Tune search of `config` on `data`, maximising `metric`, on the connected Ray; returns
-    Ray's experiment folder. Raises SearchInterrupted when it stopped before every trial finished (Ctrl-C).
+    Ray's experiment folder. Raises SearchInterrupted when it stopped before every trial finished (Ctrl-C, SIGTERM
+    or SIGHUP, see petseg.tune.stopping).
 
     Ctrl-C is Tune's own stop: it saves the experiment one last time and ends the trials (a second Ctrl-C skips
     that save and raises KeyboardInterrupt). On resume, this run's settings (resources, cache folder and budget)
@@ -180,7 +181,7 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
         tuner = make_tuner(config, data, messages, metric, fixed, plan)
     previous = signal.getsignal(signal.SIGINT)
     try:
-        with restored_searchers_use(plan):
+        with restored_searchers_use(plan), stopping.search_running():
             tuner.fit()
     finally:
         # Tune leaves its Ctrl-C handler installed after fit, where it would swallow a Ctrl-C during the report.
@@ -191,7 +192,7 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
     finished = ended_trials(path)
     if finished < planned:
         raise SearchInterrupted(f"search {config.run.name!r} stopped with {finished} of its {planned} trials finished; "
-                                f"its state is saved in {path}")
+                                f"its state is saved in {path}", stopping.last_signal())
     print(f"[petseg] search finished in {time.time() - started:.0f} s", flush=True)
     return path
 
