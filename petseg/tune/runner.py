@@ -112,7 +112,8 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
                                     reuse_actors=True),
         run_config=tune.RunConfig(
             name=config.run.name, storage_path=str(Path(config.run.storage_path).expanduser().resolve()),
-            failure_config=tune.FailureConfig(max_failures=config.run.max_failures),
+            # Tune's retries are for lost workers only: a trial's own errors are retried inside it (max_failures).
+            failure_config=tune.FailureConfig(max_failures=config.run.max_worker_losses),
             # Two kept: Tune deletes the older checkpoint before it snapshots the experiment, so a
             # driver killed in between leaves a snapshot naming the previous one (see run_search).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
