@@ -5,6 +5,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import ray
 from ray.tune import ExperimentAnalysis
 from ray.tune.experiment import Trial
@@ -63,3 +64,22 @@ def test_the_public_trial_and_analysis_surface_petseg_reads_is_there():
     from ray.tune.result import AUTO_RESULT_KEYS
 
     assert "checkpoint_dir_name" in AUTO_RESULT_KEYS  # how a checkpoint is matched with its result row
+
+
+def test_a_request_no_node_fits_waits_on_a_cluster_and_is_refused_on_the_local_ray(monkeypatch, capsys):
+    """No autoscaler probe (it read ray._private): a cluster may grow, by its autoscaler or by a node joined by
+    hand, so the study waits for a node that fits; the embedded local Ray never grows."""
+    from petseg.errors import StudyError
+    from petseg.tune import cluster
+    from petseg.tune.config import StudyConfig
+
+    monkeypatch.setattr(cluster.ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 4.0}},
+                                                       {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}}])
+    wants_gpu = StudyConfig.from_flat({"gpus_per_trial": 1.0, "address": "10.0.0.5:6379"})
+    cluster.check_resources(wants_gpu)
+    assert "no node has 2 CPU, 1 GPU for a trial yet (the nodes have: 4 CPU, 0 GPU); the study waits" in \
+        capsys.readouterr().out
+    with pytest.raises(StudyError, match="a trial asks for 2 CPU, 1 GPU on one node, but the nodes have only: 4 CPU"):
+        cluster.check_resources(wants_gpu.replace(address=None))
+    cluster.check_resources(StudyConfig.from_flat({"cpus_per_trial": 4.0}))  # fits: nothing said
+    assert capsys.readouterr().out == ""
