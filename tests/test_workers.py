@@ -120,6 +120,20 @@ def test_a_nan_trial_ends_at_once_and_an_erroring_one_after_its_retries(fake_tri
     assert all(final[name] != final[name] for name in NAN_METRICS)  # NaN: ranked as a failed trial
 
 
+def test_a_restarted_trial_counts_on_from_the_failures_in_its_checkpoint(fake_trial, monkeypatch):
+    # A worker lost after two retried errors: Tune restarts the trial from its epoch-3 checkpoint.
+    monkeypatch.setattr(trainable, "load_trial_state", lambda checkpoint: {"progress": {"epoch": 3}, "failures": 2})
+    attempts = []
+
+    def raises(*args, **kwargs):
+        attempts.append(1)
+        raise RuntimeError("the same bug")
+
+    reports, _ = fake_trial(raises)
+    assert len(attempts) == 1  # its budget of 2 was spent before the restart
+    assert reports[-1]["failures"] == 3 and reports[-1]["epoch"] == 3 and reports[-1]["trial_error"]
+
+
 def test_the_image_writer_closes_its_thread_and_file(pet_root, tmp_path):
     from petseg.data import build_datasets
 

@@ -69,7 +69,8 @@ def train_variant(config: dict, data: DataSpec, messages=None) -> None:
     torch.set_num_threads(max(1, int(config["cpus_per_trial"])))
     node = ray.util.get_node_ip_address()
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the GPU share Ray gave this trial, shown in all_trials.csv
-    last_epoch = 0
+    start = load_trial_state(tune.get_checkpoint())  # where a restarted trial resumes, and its failures so far
+    last_epoch = start["progress"]["epoch"] if start else 0
 
     def say(line: str) -> None:
         tell(messages, f"{config['variant']} lr={config['lr']:.2e} on {node}: {line}")
@@ -79,7 +80,7 @@ def train_variant(config: dict, data: DataSpec, messages=None) -> None:
         datasets = datasets_from_spec(data)
         # Tune runs each trial in its own working directory on whichever node it lands, and
         # SyncConfig(sync_artifacts=True) copies that directory to the storage path. The writer is closed
-        # with the attempt: a reused worker would otherwise keep its thread and event file.
+        # with the attempt: a reused worker would otherwise keep one writer thread per trial it ran.
         with closing(ImageLogger(os.getcwd(), datasets["val"], palette_for(data.num_classes))) as images:
             def report(metrics: dict, state: dict, model) -> None:
                 nonlocal last_epoch
@@ -108,7 +109,6 @@ def train_variant(config: dict, data: DataSpec, messages=None) -> None:
                     tune.report({"epoch": last_epoch, **NAN_METRICS, "nonfinite_loss": str(err), "node": node,
                                  "failures": failures})
 
-    start = load_trial_state(tune.get_checkpoint())
     failures, error = run_with_retries(attempt, start.get("failures", 0) if start else 0, config["max_failures"], say)
     if error is not None:
         tune.report({"epoch": last_epoch, **NAN_METRICS, "trial_error": error, "node": node, "failures": failures})
