@@ -186,7 +186,9 @@ def test_killed_node_trials_resume_elsewhere_from_their_checkpoint(tmp_path):
         driver = subprocess.Popen(
             [sys.executable, str(COMPARE), "--preset", "smoke", "--address", cluster.address, "--name",
              "node_loss", "--variants", "denseaspp_voc,cutdenseaspp_voc", "--storage-path", str(tmp_path / "storage"),
-             "--config", str(study_config(tmp_path, max_epochs=4, grace_period=4, patience=4, max_failures=2))],
+             # No retries of the trials' own errors: a lost node must not need any.
+             "--config", str(study_config(tmp_path, max_epochs=4, grace_period=4, patience=4, max_failures=0,
+                                          max_worker_losses=2))],
             env=cluster.env, stdout=(tmp_path / "driver.log").open("w"), stderr=subprocess.STDOUT, cwd=tmp_path)
 
         def a_trial_on_the_doomed_node_has_an_epoch():
@@ -205,7 +207,7 @@ def test_killed_node_trials_resume_elsewhere_from_their_checkpoint(tmp_path):
     assert (trials["ended_by"] != "error").all() and len(trials) == 4
     after = results_by_trial(experiment)
     for trial_id in victims:
-        assert trials.loc[trial_id, "failures"] >= 1
+        assert trials.loc[trial_id, "worker_losses"] >= 1 and trials.loc[trial_id, "failures"] == 0
         assert trials.loc[trial_id, "node"] != "127.0.0.4"
         epochs = [r["epoch"] for r in after[trial_id]]
         assert epochs[-1] == 4  # finished all its epochs elsewhere
@@ -228,5 +230,6 @@ def test_out_of_memory_trial_is_retried_then_reported(tmp_path):
     trials = pd.read_csv(tmp_path / "results" / "oom" / "all_trials.csv").set_index("variant")
     assert trials.loc["denseaspp_voc", "ended_by"] == "error"
     assert trials.loc["denseaspp_voc", "failures"] == 3  # the first attempt and two retries
+    assert trials.loc["denseaspp_voc", "worker_losses"] == 0  # retried in its worker, never Tune's to retry
     assert "OutOfMemoryError" in trials.loc["denseaspp_voc", "error"]
     assert trials.loc["fcn_resnet50", "ended_by"] == "max epochs"

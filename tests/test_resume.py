@@ -39,11 +39,12 @@ def test_a_restored_searcher_keeps_to_the_cache_budget_it_is_resumed_with(tmp_pa
 
 
 def test_trials_read_run_settings_from_the_driver_not_from_their_saved_config():
-    config = resolve_config("smoke", overrides={"cache_dir": "/fast/cache", "cpus_per_trial": 3, "num_workers": 1})
-    assert {"cache_dir", "cpus_per_trial", "num_workers"}.isdisjoint(config.trial_params())
+    config = resolve_config("smoke", overrides={"cache_dir": "/fast/cache", "cpus_per_trial": 3, "num_workers": 1,
+                                                "max_failures": 4})
+    assert {"cache_dir", "cpus_per_trial", "num_workers", "max_failures"}.isdisjoint(config.trial_params())
     plan = plan_cache(RESNETS, 256, 7360, 1834, budget=30 * GiB, free=250 * GiB)  # each cache alone is too big
     assert trial_settings(config, plan) == {"cpus_per_trial": 3.0, "num_workers": 1, "cache_dir": "/fast/cache",
-                                            "live_variants": RESNETS}
+                                            "max_failures": 4, "live_variants": RESNETS}
 
 
 def test_a_trial_restores_its_checkpoint_or_starts_over_when_it_is_gone(tmp_path):

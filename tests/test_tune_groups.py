@@ -140,7 +140,77 @@ def test_a_diverged_trial_fails_its_search_and_leaves_the_rungs_alone():
     nan_result = {"epoch": 1, "m": float("nan"), "nonfinite_loss": "loss became nan"}
     assert scheduler.on_trial_result(None, trial, nan_result) == TrialScheduler.STOP
     scheduler.on_trial_complete(None, trial, nan_result)
-    assert all(not rung for bracket in scheduler.schedulers["a"]._brackets for _, rung in bracket._rungs)
+    assert scheduler.state()["results"] == {"a": {}}  # nothing of it reached the rungs ...
+    later = SimpleNamespace(trial_id="a-1", config={"variant": "a"})
+    scheduler.on_trial_add(None, later)
+    # ... so a poor trial meets an empty first rung and continues
+    assert scheduler.on_trial_result(None, later, {"epoch": 1, "m": -1.0}) == TrialScheduler.CONTINUE
+
+
+def test_a_trial_that_ran_out_of_retries_fails_its_search_and_stops():
+    searcher = VariantSearcher({"a": (1e-4, 1e-2)}, num_samples=3, metric="m", mode="max", seed=0)
+    searcher.suggest("t0")
+    failed = {"epoch": 2, "m": float("nan"), "trial_error": "OSError: disk gone", "failures": 2}
+    searcher.on_trial_complete("t0", failed)
+    assert searcher.searchers["a"]._ot_study.trials[0].state == optuna.trial.TrialState.FAIL
+    scheduler = VariantScheduler(["a"], "m", "max", max_t=4, grace_period=1, reduction_factor=2)
+    trial = SimpleNamespace(trial_id="a-0", config={"variant": "a"})
+    scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, trial, failed) == TrialScheduler.STOP
+
+
+def decisions(scheduler, trials, epochs):
+    """Each trial's CONTINUE/STOP at each of `epochs`, every trial reporting (the rungs cut as they fill)."""
+    return [scheduler.on_trial_result(None, t, {"epoch": e, "val_weighted_iou": score(t, e)})
+            for e in epochs for t in trials]
+
+
+def test_scheduler_state_is_plain_data_and_a_restore_meets_the_same_rungs():
+    import pickle
+
+    from petseg.tune.groups import SchedulerState
+
+    variants = ["strong", "weak"]
+    make = lambda: VariantScheduler(variants, "val_weighted_iou", "max", max_t=8, grace_period=1,  # noqa: E731
+                                    reduction_factor=2)
+    trials = make_trials(variants, 6)
+    good = [t for t in trials if int(t.trial_id[-1]) >= 2]
+    poor = [t for t in trials if int(t.trial_id[-1]) < 2]
+    original = make()
+    for trial in trials:
+        original.on_trial_add(None, trial)
+    decisions(original, good, [1, 2])  # the good trials fill rungs 1 and 2; the poor ones have not reported yet
+    saved = pickle.loads(pickle.dumps(SchedulerState(original).get_state()))  # as Tune keeps callback state
+    assert saved["format"] == 1 and set(saved["results"]) == set(variants)
+    assert saved["results"]["weak"]["weak-3"] == [[1, score(trials[9], 1)], [2, score(trials[9], 2)]]
+
+    restored = make()
+    SchedulerState(restored).set_state(saved)
+    fresh = make()  # what a resume without the saved rungs would meet
+    for scheduler in (restored, fresh):
+        for trial in poor:  # Tune adds the unfinished trials again when it resumes them
+            scheduler.on_trial_add(None, trial)
+    # The restored ASHAs cut the poor trials at the first rung exactly as the original does; empty ones do not.
+    after = decisions(original, poor, [1])
+    assert decisions(restored, poor, [1]) == after == [TrialScheduler.STOP] * len(poor)
+    assert decisions(fresh, poor, [1]) != after
+    assert restored.state() == original.state()
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"schedulers": {"a": "an old pickled ASHA"}}, "format None"),
+    ({"format": 2, "metric": "m", "time_attr": "epoch", "results": {"a": {}}}, "format 2"),
+    ({"format": 1, "metric": "m", "time_attr": "epoch", "results": {"a": {}, "b": {}}}, r"\['a', 'b'\]"),
+    ({"format": 1, "metric": "loss", "time_attr": "epoch", "results": {"a": {}}}, "metric 'loss'"),
+])
+def test_a_saved_scheduler_state_that_does_not_match_is_refused_by_name(state, message):
+    from petseg.errors import PetsegError
+    from petseg.tune.groups import SchedulerState
+
+    scheduler = VariantScheduler(["a"], "m", "max", max_t=4, grace_period=1, reduction_factor=2)
+    with pytest.raises(PetsegError, match=message) as caught:
+        SchedulerState(scheduler).set_state(state)
+    assert "callback-states-*.pkl" in str(caught.value)
 
 
 @pytest.mark.parametrize("kind", ["search", "fixed"])
@@ -236,7 +306,7 @@ def test_the_search_learns_the_best_epoch_the_report_ranks_by():
         searcher.on_trial_complete(trial_id, results[-1])  # Tune passes the last result
         histories[trial_id] = pd.DataFrame(results)
         trials.append(SimpleNamespace(trial_id=trial_id, config=config, last_result=results[-1], status="TERMINATED",
-                                      run_metadata=SimpleNamespace(num_failures=0)))
+                                      num_failures=0))
     records = trial_records(SimpleNamespace(trials=trials, trial_dataframes=histories), max_epochs=3)
     report_best = records.sort_values("best_val_weighted_iou").iloc[-1]["trial_id"]
     study = searcher.searchers["a"]._ot_study

@@ -81,51 +81,56 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
             runner = HeadOnly(model, datasets["train"].size)
     train_loader = make_loader(train_set, batch_size, True, num_workers, seed)
     val_loader = make_loader(val_set, batch_size, False, num_workers)
-    optimizer, scheduler = make_optimizer(model, variant, lr, max_epochs * len(train_loader))
-    progress = Progress(cache_build_s=sum(dataset.build_seconds for dataset in cached))
-    if state is not None:
-        model.head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress = Progress(**{**state["progress"], "cache_build_s": progress.cache_build_s
-                               + state["progress"].get("cache_build_s", 0.0)})
+    try:
+        optimizer, scheduler = make_optimizer(model, variant, lr, max_epochs * len(train_loader))
+        progress = Progress(cache_build_s=sum(dataset.build_seconds for dataset in cached))
+        if state is not None:
+            model.head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            progress = Progress(**{**state["progress"], "cache_build_s": progress.cache_build_s
+                                   + state["progress"].get("cache_build_s", 0.0)})
 
-    while progress.epoch < max_epochs and progress.epochs_without_improvement < patience:
-        # Seeding each epoch from (seed, epoch) makes a resumed epoch see the same batches and dropout.
-        torch.manual_seed(seed * 1_000_003 + progress.epoch)
-        train_loader.generator.manual_seed(seed * 1_000_003 + progress.epoch)
-        train = train_one_epoch(runner, train_loader, optimizer, device, scheduler, amp)
-        val = evaluate(runner, val_loader, device, num_classes, amp)
-        progress.epoch += 1
-        if val["loss"] < progress.best_val_loss:
-            progress.best_val_loss, progress.epochs_without_improvement = val["loss"], 0
-        else:
-            progress.epochs_without_improvement += 1
-        if val["weighted_iou"] > progress.best_val_weighted_iou:
-            progress.best_val_weighted_iou, progress.best_epoch = val["weighted_iou"], progress.epoch
-            progress.best_head = copy.deepcopy({k: v.cpu() for k, v in model.head.state_dict().items()})
-        metrics = {
-            "epoch": progress.epoch,
-            "lr": lr,
-            "current_lr": scheduler.get_last_lr()[0],
-            "train_loss": train["loss"],
-            "val_loss": val["loss"],
-            "val_pixel_accuracy": val["pixel_accuracy"],
-            "val_mean_iou": val["mean_iou"],
-            "val_weighted_iou": val["weighted_iou"],
-            "best_val_weighted_iou": progress.best_val_weighted_iou,
-            "best_epoch": progress.best_epoch,
-            "early_stopped": progress.epochs_without_improvement >= patience and progress.epoch < max_epochs,
-            "features": "cached" if cached else "live",
-            "feature_caches": [str(dataset.folder) for dataset in cached],
-            "cache_build_s": progress.cache_build_s,
-        }
-        state = {
-            "head": model.head.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "progress": vars(progress),
-        }
-        report(metrics, state, model)
+        while progress.epoch < max_epochs and progress.epochs_without_improvement < patience:
+            # Seeding each epoch from (seed, epoch) makes a resumed epoch see the same batches and dropout.
+            torch.manual_seed(seed * 1_000_003 + progress.epoch)
+            train_loader.generator.manual_seed(seed * 1_000_003 + progress.epoch)
+            train = train_one_epoch(runner, train_loader, optimizer, device, scheduler, amp)
+            val = evaluate(runner, val_loader, device, num_classes, amp)
+            progress.epoch += 1
+            if val["loss"] < progress.best_val_loss:
+                progress.best_val_loss, progress.epochs_without_improvement = val["loss"], 0
+            else:
+                progress.epochs_without_improvement += 1
+            if val["weighted_iou"] > progress.best_val_weighted_iou:
+                progress.best_val_weighted_iou, progress.best_epoch = val["weighted_iou"], progress.epoch
+                progress.best_head = copy.deepcopy({k: v.cpu() for k, v in model.head.state_dict().items()})
+            metrics = {
+                "epoch": progress.epoch,
+                "lr": lr,
+                "current_lr": scheduler.get_last_lr()[0],
+                "train_loss": train["loss"],
+                "val_loss": val["loss"],
+                "val_pixel_accuracy": val["pixel_accuracy"],
+                "val_mean_iou": val["mean_iou"],
+                "val_weighted_iou": val["weighted_iou"],
+                "best_val_weighted_iou": progress.best_val_weighted_iou,
+                "best_epoch": progress.best_epoch,
+                "early_stopped": progress.epochs_without_improvement >= patience and progress.epoch < max_epochs,
+                "features": "cached" if cached else "live",
+                "feature_caches": [str(dataset.folder) for dataset in cached],
+                "cache_build_s": progress.cache_build_s,
+            }
+            state = {
+                "head": model.head.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "progress": vars(progress),
+            }
+            report(metrics, state, model)
+    finally:
+        # Persistent loader workers end when their loader goes; dropping them here ends them now, also when an
+        # exception's traceback keeps this frame alive (a retry, or Tune reusing this worker for the next trial).
+        del train_loader, val_loader
     return progress
 

@@ -79,7 +79,9 @@ class RunConfig:
     cpus_per_trial: float = 2.0
     gpus_per_trial: float = 0.0
     num_workers: int | None = None  # DataLoader workers per trial; None: one fewer than cpus_per_trial
-    max_failures: int = 1
+    max_failures: int = 1  # retries of a trial whose own code raised, in its worker from its last checkpoint
+    # Restarts of a trial whose worker was lost (its node died or was preempted), elsewhere from its last checkpoint.
+    max_worker_losses: int = 5
     max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
     # Peak disk for the backbones' feature caches, e.g. "64G" (None: a safe share of the cache disk's free space).
     cache_budget: str | None = None
@@ -350,6 +352,9 @@ def validate(config: StudyConfig) -> None:
     if config.run.max_failures < 0:
         raise ConfigError(f"max_failures must be 0 or more (retries of a failed trial), got {config.run.max_failures}; "
                           "a negative value would retry a failing trial forever")
+    if config.run.max_worker_losses < 0:
+        raise ConfigError(f"max_worker_losses must be 0 or more (restarts of a trial whose node was lost), got "
+                          f"{config.run.max_worker_losses}; a negative value would restart a trial forever")
     if config.search.synthetic_images and config.search.synthetic_images < 4:
         raise ConfigError(f"synthetic_images must be 0 (a real dataset) or at least 4 (one image for each of train, "
                           f"val and test, and a spare), got {config.search.synthetic_images}")

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
+from types import SimpleNamespace
 
 import optuna
 import ray
@@ -22,6 +23,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ..errors import StudyError
 from .cache_plan import CacheGate, CachePlan
 from .search_space import DEFAULT_SAMPLER, startup_trials
 
@@ -209,61 +211,77 @@ class VariantSearcher(_StateSearcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Route an intermediate result to the trial's own variant search."""
         super().on_trial_result(trial_id, result)
-        if trial_id in self.trial_variant and self.ranked_by in result and not diverged(result):
+        if trial_id in self.trial_variant and self.ranked_by in result and not ended_in_error(result):
             self.searchers[self.trial_variant[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Route a final result (or error) to the trial's own variant search, which learns its `ranked_by` value;
-        a diverged trial counts as failed."""
+        a trial that ended itself in error (a non-finite loss, its own errors past its retries) counts as failed."""
         if trial_id in self.trial_variant:
-            if result is not None and diverged(result):
+            if result is not None and ended_in_error(result):
                 result, error = None, True
             self.searchers[self.trial_variant[trial_id]].on_trial_complete(trial_id, result, error)
             self._finished(trial_id)
 
 
-def diverged(result: dict) -> bool:
-    """Whether a trial reported that its loss became NaN or infinite (the trainable's last result then)."""
-    return bool(result.get("nonfinite_loss"))
+def ended_in_error(result: dict) -> bool:
+    """Whether a trial's result says it ended itself in error: its loss became NaN or infinite, or its own code
+    failed more often than its retries allow (the trainable's last result then, with NaN metrics)."""
+    return bool(result.get("nonfinite_loss") or result.get("trial_error"))
 
+
+# The version of VariantScheduler.state's layout; a saved state of another version is refused, not guessed at.
+SCHEDULER_STATE_FORMAT = 1
 
 
 class VariantScheduler(FIFOScheduler):
-    """One AsyncHyperBand (ASHA) per variant, each cutting rungs among its own variant's trials."""
+    """One AsyncHyperBand (ASHA) per variant, each cutting rungs among its own variant's trials.
+
+    Every result given to a variant's ASHA is also kept as plain data (variant -> trial id -> [epoch, metric]
+    pairs): `state` saves that record and `load_state` replays it into fresh ASHAs, so a resumed study meets
+    the rungs it left, through ASHA's public hooks only.
+    """
 
     def __init__(self, variants: list[str], metric: str, mode: str, max_t: int, grace_period: int,
                  reduction_factor: int, time_attr: str = "epoch"):
         super().__init__()
-        self._metric, self._mode = metric, mode
-        self.schedulers = {
-            variant: AsyncHyperBandScheduler(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t,
-                                             grace_period=min(grace_period, max_t),
-                                             reduction_factor=reduction_factor)
-            for variant in variants
-        }
+        super().set_search_properties(metric, mode)  # what Tune's `metric` property reads
+        self.mode, self.time_attr = mode, time_attr
+        self.asha = dict(time_attr=time_attr, metric=metric, mode=mode, max_t=max_t,
+                         grace_period=min(grace_period, max_t), reduction_factor=reduction_factor)
+        self.schedulers = {variant: AsyncHyperBandScheduler(**self.asha) for variant in variants}
+        self.results: dict[str, dict[str, list[list[float]]]] = {variant: {} for variant in variants}
 
     def _of(self, trial) -> AsyncHyperBandScheduler:
         return self.schedulers[trial.config["variant"]]
 
+    def _record(self, trial, result: dict) -> None:
+        """Keep a result the trial's ASHA reads (it ignores one without the epoch or the metric)."""
+        if self.time_attr in result and self.metric in result:
+            self.results[trial.config["variant"]].setdefault(trial.trial_id, []).append(
+                [result[self.time_attr], result[self.metric]])
+
     def set_search_properties(self, metric, mode, **spec) -> bool:
         """Metric and mode are fixed at construction; accept Tune's matching ones."""
-        return metric in (None, self._metric) and mode in (None, self._mode)
+        return metric in (None, self.metric) and mode in (None, self.mode)
 
     def on_trial_add(self, tune_controller, trial) -> None:
         """Register the trial with its variant's ASHA."""
         self._of(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        """CONTINUE or STOP, decided only against trials of the same variant; a diverged trial stops."""
-        if diverged(result):
+        """CONTINUE or STOP, decided only against trials of the same variant; a trial ending in error stops."""
+        if ended_in_error(result):
             return self.STOP
+        self._record(trial, result)
         return self._of(trial).on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        """Record the final result in the variant's rungs (a diverged trial's NaN never enters them)."""
-        if diverged(result):
+        """Record the final result in the variant's rungs (the NaN of a trial that ended in error never enters)."""
+        if ended_in_error(result):
             self._of(trial).on_trial_remove(tune_controller, trial)
         else:
+            self._record(trial, result)
             self._of(trial).on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller, trial) -> None:
@@ -278,6 +296,37 @@ class VariantScheduler(FIFOScheduler):
         """Per-variant ASHA state for Tune's status output."""
         return "\n".join(f"{variant}: {s.debug_string()}" for variant, s in self.schedulers.items())
 
+    def state(self) -> dict:
+        """The rungs as plain data: {"format", "metric", "time_attr", "results": variant -> trial id -> pairs}."""
+        return {"format": SCHEDULER_STATE_FORMAT, "metric": self.metric, "time_attr": self.time_attr,
+                "results": {variant: {trial: [list(pair) for pair in pairs] for trial, pairs in trials.items()}
+                            for variant, trials in self.results.items()}}
+
+    def load_state(self, state, source: str) -> None:
+        """Rebuild every variant's ASHA from `state` (what `state` returned), replaying its results in order; raise
+        StudyError naming `source` when the state is of another format, metric or set of variants."""
+        found = state.get("format") if isinstance(state, dict) else None
+        if found != SCHEDULER_STATE_FORMAT:
+            raise StudyError(f"{source} holds ASHA state in format {found!r} (None: an older petseg's pickled ASHA "
+                             f"objects), but this petseg reads format {SCHEDULER_STATE_FORMAT}; resume the study "
+                             "with the petseg that started it, or start a new one (--name NEW)")
+        saved = (state.get("metric"), state.get("time_attr"), sorted(state.get("results", {})))
+        if saved != (self.metric, self.time_attr, sorted(self.schedulers)):
+            raise StudyError(f"{source} holds ASHA rungs of metric {saved[0]!r} by {saved[1]!r} for variants "
+                             f"{saved[2]}, but the study ranks by {self.metric!r} by {self.time_attr!r} over "
+                             f"{sorted(self.schedulers)}; resume it with the config it was saved with")
+        self.schedulers = {variant: AsyncHyperBandScheduler(**self.asha) for variant in self.schedulers}
+        self.results = {variant: {} for variant in self.schedulers}
+        for variant, trials in state["results"].items():
+            for trial_id, pairs in trials.items():
+                trial = SimpleNamespace(trial_id=trial_id, config={"variant": variant})
+                self.schedulers[variant].on_trial_add(None, trial)
+                for epoch, value in pairs:
+                    self.on_trial_result(None, trial, {self.time_attr: epoch, self.metric: value})
+                # Replayed trials leave the rungs their results but no registration: Tune adds the unfinished
+                # ones again when it resumes them.
+                self.schedulers[variant].on_trial_remove(None, trial)
+
 
 class SchedulerState(Callback):
     """Saves the per-variant ASHA rungs with every experiment snapshot and puts them back on restore.
@@ -290,14 +339,12 @@ class SchedulerState(Callback):
         self.scheduler = scheduler
 
     def get_state(self) -> dict:
-        """Every variant's ASHA, rungs and trial brackets included (pickled by Tune with the experiment)."""
-        return {"schedulers": self.scheduler.schedulers}
+        """The scheduler's plain-data rungs (Tune saves them in callback-states-*.pkl in the study's folder)."""
+        return self.scheduler.state()
 
     def set_state(self, state: dict) -> None:
         """Restore the rungs saved with the experiment into the scheduler the restored search uses."""
-        self.scheduler.schedulers = state["schedulers"]
-
-
+        self.scheduler.load_state(state, "the study's callback-states-*.pkl (its saved ASHA rungs)")
 
 
 class FixedTrials(_StateSearcher):

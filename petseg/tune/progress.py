@@ -10,6 +10,7 @@ from ray import tune
 from ray.exceptions import RayError
 
 from .config import StudyConfig
+from .groups import ended_in_error
 from .search_space import SAMPLERS, random_start
 
 SHORT = {"val_weighted_iou": "wIoU", "val_mean_iou": "mIoU"}
@@ -53,9 +54,11 @@ def print_plan(plan) -> None:
 
 
 def ended_how(result: dict, max_epochs: int) -> str:
-    """Why a finished trial stopped, from its last result: early stopping, the epoch limit, or ASHA."""
+    """Why a finished trial stopped, from its last result: its own error, early stopping, the epoch limit, or ASHA."""
     if result.get("nonfinite_loss"):
         return "loss became non-finite"
+    if result.get("trial_error"):
+        return f"failed {result.get('failures', 0)} time(s), the last with {result['trial_error']}"
     if result.get("early_stopped"):
         return "early stopping"
     return "max epochs" if result.get("epoch", 0) >= max_epochs else "stopped by ASHA"
@@ -75,7 +78,7 @@ class TrialLines(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """The epoch a trial just finished with its val scores."""
-        if result.get("nonfinite_loss"):
+        if ended_in_error(result):
             return
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         print(f"[petseg] {self._name(trial)} epoch {result.get('epoch', 0)}/{self.max_epochs}  "
@@ -90,10 +93,10 @@ class TrialLines(tune.Callback):
               f"{result.get('best_val_weighted_iou', float('nan')):.4f}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        """Which trial errored and why (the last line of its error); the whole log is in its folder."""
+        """Which trial errored and why (the last line of its error); the whole log is in its folder on storage."""
         lines = [line.strip() for line in str(trial.get_error() or "").splitlines() if line.strip()]
         print(f"[petseg] error {self._name(trial)}: {lines[-1] if lines else 'unknown error'} "
-              f"(log: {trial.local_path})", flush=True)
+              f"(log: {trial.path})", flush=True)
 
     def on_step_end(self, iteration, trials, **info):
         """Print the trials' messages (at most once a second); while every unfinished trial is pending (none

@@ -1,21 +1,27 @@
 """Reading a finished (or interrupted) Tune search: one record per trial, how it ended, its checkpointed
-state, and each variant's best trial; shared by the study's seed repeats, the report and head pretraining."""
+state, and each variant's best trial; shared by the study's seed repeats, the report and head pretraining.
+
+Only Tune's public surface is read: ExperimentAnalysis (trials, trial_dataframes) and each Trial's status,
+config, last_result, checkpoint, num_failures and get_error().
+"""
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 from ray import tune
 
 from ..metrics import METRICS
 from ..models.checkpoints import load_trial_state
+from .groups import ended_in_error
 
 
 def ended_by(trial, max_epochs: int) -> str:
     """Why a trial stopped: error, early stopping, max epochs, ASHA, or its unfinished status."""
     result = trial.last_result or {}
-    if trial.status == "ERROR" or result.get("nonfinite_loss"):
+    if trial.status == "ERROR" or ended_in_error(result):
         return "error"
     if trial.status != "TERMINATED":
         return trial.status.lower()
@@ -25,9 +31,11 @@ def ended_by(trial, max_epochs: int) -> str:
 
 
 def _error_reason(trial) -> str:
-    nonfinite = (trial.last_result or {}).get("nonfinite_loss")
-    if nonfinite:
-        return f"NonFiniteLossError: {nonfinite}"
+    result = trial.last_result or {}
+    if result.get("nonfinite_loss"):
+        return f"NonFiniteLossError: {result['nonfinite_loss']}"
+    if result.get("trial_error"):
+        return result["trial_error"]
     if trial.status != "ERROR":
         return ""
     lines = [line.strip() for line in str(trial.get_error() or "").splitlines() if line.strip()]
@@ -56,7 +64,8 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
             **{f"best_val_{m}": best.get(f"val_{m}", math.nan) for m in METRICS},
             "best_val_loss": best.get("val_loss", math.nan),
             "seconds": float(result.get("time_total_s", 0.0)),  # the trial's own training time
-            "failures": trial.run_metadata.num_failures,  # attempts that failed (retried or final)
+            "failures": int(result.get("failures", 0)),  # the trial's own errors (retried or final)
+            "worker_losses": trial.num_failures,  # workers lost under it (a node died), each restarted elsewhere
             "node": result.get("node", ""),
             "features": result.get("features", ""),
             # The caches it read (folder names, the cache keys; each node has its own copy) and the seconds it spent
@@ -71,8 +80,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
 
 def latest_state(trial) -> dict | None:
     """The training state in a trial's latest checkpoint, or None if it never checkpointed."""
-    checkpoint = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
-    return None if checkpoint is None else load_trial_state(checkpoint.checkpoint)
+    return load_trial_state(trial.checkpoint)
 
 
 def best_trials(experiment: tune.ExperimentAnalysis, records: pd.DataFrame) -> dict[str, tuple[dict, pd.Series]]:
@@ -86,12 +94,30 @@ def best_trials(experiment: tune.ExperimentAnalysis, records: pd.DataFrame) -> d
     return best
 
 
+@dataclass
+class CheckpointResult:
+    """A trial's checkpoint and the metrics it reported with it."""
+
+    checkpoint: tune.Checkpoint
+    metrics: dict
+
+
+def latest_checkpoint_result(experiment: tune.ExperimentAnalysis, trial) -> CheckpointResult | None:
+    """A trial's latest checkpoint with the result row that reported it (matched by the checkpoint's folder name,
+    which Tune writes into that row as `checkpoint_dir_name`), or None if it never checkpointed."""
+    history = experiment.trial_dataframes.get(trial.trial_id)
+    if trial.checkpoint is None or history is None or "checkpoint_dir_name" not in history:
+        return None
+    rows = history[history["checkpoint_dir_name"] == PurePosixPath(trial.checkpoint.path).name]
+    return None if rows.empty else CheckpointResult(trial.checkpoint, rows.iloc[-1].to_dict())
+
+
 def best_last_checkpoints(experiment: tune.ExperimentAnalysis, metric: str) -> dict:
     """variant -> (trial, checkpoint result) whose last checkpoint scores the highest `metric`."""
     best = {}
     for trial in experiment.trials:
-        result = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
-        if result is None or metric not in result.metrics:
+        result = latest_checkpoint_result(experiment, trial)
+        if result is None or not math.isfinite(result.metrics.get(metric, math.nan)):
             continue
         variant = trial.config["variant"]
         if variant not in best or result.metrics[metric] > best[variant][1].metrics[metric]:

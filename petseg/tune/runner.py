@@ -63,11 +63,11 @@ def trial_dirname(trial) -> str:
 
 
 def trial_settings(config: StudyConfig, plan: CachePlan | None) -> dict:
-    """The run settings a trial reads: its CPUs (threads), DataLoader workers, cache folder, and the variants the
-    cache plan runs live."""
+    """The run settings a trial reads: its CPUs (threads), DataLoader workers, cache folder, retries of its own
+    errors, and the variants the cache plan runs live."""
     run = config.run
     return {"cpus_per_trial": run.cpus_per_trial, "num_workers": run.num_workers, "cache_dir": run.cache_dir,
-            "live_variants": plan.live_variants if plan else []}
+            "max_failures": run.max_failures, "live_variants": plan.live_variants if plan else []}
 
 
 def resourced_trainable(config: StudyConfig, data: DataSpec, messages, plan: CachePlan | None):
@@ -113,7 +113,8 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
                                     reuse_actors=True),
         run_config=tune.RunConfig(
             name=config.run.name, storage_path=str(Path(config.run.storage_path).expanduser().resolve()),
-            failure_config=tune.FailureConfig(max_failures=config.run.max_failures),
+            # Tune's retries are for lost workers only: a trial's own errors are retried inside it (max_failures).
+            failure_config=tune.FailureConfig(max_failures=config.run.max_worker_losses),
             # One kept: Tune then snapshots the experiment right after each trial checkpoint (it forces a
             # snapshot once a trial has saved num_to_keep since the last), besides its own timed ones, so a
             # driver killed later resumes every trial from its last epoch. See README (Resume) for the

@@ -4,7 +4,10 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import traceback
 import warnings
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow.fs
@@ -50,50 +53,86 @@ class ImageLogger:
         self.writer.add_image("val/image_truth_prediction", torch.cat(strips, dim=1), epoch)
         self.writer.flush()
 
+    def close(self) -> None:
+        """Flush and close the event file, ending the writer's thread."""
+        self.writer.close()
+
 
 def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> None:
     """Fine-tune config["variant"]'s head with config["lr"], reporting metrics and a checkpoint each epoch.
 
+    The trial's own errors are retried here, in this worker, from its last checkpoint, up to run["max_failures"]
+    times (the count travels in its checkpoints); past that the trial ends itself, reporting NaN metrics with
+    the reason in `trial_error`. A non-finite loss ends it at once (`nonfinite_loss`). Tune's own retries are
+    thus left to lost workers (a node that died or was preempted), which never spend this budget.
     run: the run settings of the driver that started or resumed the search (runner.trial_settings).
     messages: a Ray queue the driver prints from (a trial's own output stays in its log files).
     """
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
-    datasets = datasets_from_spec(data)
-    num_classes = data.num_classes
-    # Tune runs each trial in its own working directory on whichever node it lands, and
-    # SyncConfig(sync_artifacts=True) copies that directory to the storage path.
-    images = ImageLogger(os.getcwd(), datasets["val"], palette_for(num_classes))
     node = ray.util.get_node_ip_address()
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the GPU share Ray gave this trial, shown in all_trials.csv
-
-    last_epoch = 0
 
     def say(line: str) -> None:
         tell(messages, f"{config['variant']} lr={config['lr']:.2e} on {node}: {line}")
 
-    def report(metrics: dict, state: dict, model) -> None:
-        nonlocal last_epoch
-        images.log(model, metrics["epoch"])
-        with tempfile.TemporaryDirectory() as folder:
-            save_trial_state(folder, state, config)
-            tune.report({**metrics, "node": node, "gpus": gpus}, checkpoint=tune.Checkpoint.from_directory(folder))
-        last_epoch = metrics["epoch"]
+    start = restored_state(tune.get_checkpoint(), say)  # where a restarted trial resumes, and its failures so far
+    last_epoch = start["progress"]["epoch"] if start else 0
 
-    with warnings.catch_warnings():
-        if data.kind != "pets":  # pretraining the head is the point: its random init is expected
-            warnings.filterwarnings("ignore", message=".*no head_weights given", category=UserWarning)
+    def attempt(failures: int) -> None:
+        nonlocal last_epoch
+        datasets = datasets_from_spec(data)
+        # Tune runs each trial in its own working directory on whichever node it lands, and
+        # SyncConfig(sync_artifacts=True) copies that directory to the storage path. The writer is closed
+        # with the attempt: a reused worker would otherwise keep one writer thread per trial it ran.
+        with closing(ImageLogger(os.getcwd(), datasets["val"], palette_for(data.num_classes))) as images:
+            def report(metrics: dict, state: dict, model) -> None:
+                nonlocal last_epoch
+                images.log(model, metrics["epoch"])
+                with tempfile.TemporaryDirectory() as folder:
+                    save_trial_state(folder, {**state, "failures": failures}, config)
+                    tune.report({**metrics, "node": node, "gpus": gpus, "failures": failures},
+                                checkpoint=tune.Checkpoint.from_directory(folder))
+                last_epoch = metrics["epoch"]
+
+            with warnings.catch_warnings():
+                if data.kind != "pets":  # pretraining the head is the point: its random init is expected
+                    warnings.filterwarnings("ignore", message=".*no head_weights given", category=UserWarning)
+                try:
+                    fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
+                        batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
+                        seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
+                        num_workers=loader_workers(run["num_workers"], run["cpus_per_trial"]),
+                        num_classes=data.num_classes, report=report,
+                        state=restored_state(tune.get_checkpoint(), say), device=default_device(), amp=config["amp"],
+                        feature_cache_dir=run["cache_dir"] if config["feature_cache"] and config["variant"]
+                        not in run["live_variants"] else None, say=say)
+                except NonFiniteLossError as err:
+                    # Seeded training diverges the same way on every retry, so the trial ends here; the
+                    # searcher and scheduler read `nonfinite_loss` as an error.
+                    tune.report({"epoch": last_epoch, **NAN_METRICS, "nonfinite_loss": str(err), "node": node,
+                                 "failures": failures})
+
+    failures, error = run_with_retries(attempt, start.get("failures", 0) if start else 0, run["max_failures"], say)
+    if error is not None:
+        tune.report({"epoch": last_epoch, **NAN_METRICS, "trial_error": error, "node": node, "failures": failures})
+
+
+def run_with_retries(attempt: Callable[[int], None], failures: int, max_failures: int,
+                     say: Callable[[str], None]) -> tuple[int, str | None]:
+    """Call attempt(failures) until it returns, again after each exception it raises while the failures (counted
+    on from `failures`) stay within `max_failures`. Returns the failures and, when they ran out, the last error
+    as "Type: message" (None when the attempt finished). Each traceback goes to this process's log."""
+    while True:
         try:
-            fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
-                batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
-                seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
-                num_workers=loader_workers(run["num_workers"], run["cpus_per_trial"]), num_classes=num_classes,
-                report=report, state=restored_state(tune.get_checkpoint(), say), device=default_device(),
-                amp=config["amp"], feature_cache_dir=run["cache_dir"] if config["feature_cache"] and config["variant"]
-                not in run["live_variants"] else None, say=say)
-        except NonFiniteLossError as err:
-            # Seeded training diverges the same way on every retry, so the trial ends here instead of
-            # raising into Tune's retries; the searcher and scheduler read `nonfinite_loss` as an error.
-            tune.report({"epoch": last_epoch, **NAN_METRICS, "nonfinite_loss": str(err), "node": node})
+            attempt(failures)
+            return failures, None
+        except Exception as err:  # noqa: BLE001 - the trial's own code, whatever it raised, is retried here
+            traceback.print_exc()
+            failures += 1
+            reason = f"{type(err).__name__}: {next(iter(str(err).splitlines()), '')}"
+            if failures > max_failures:
+                return failures, reason
+            say(f"failed ({reason}); retry {failures} of {max_failures} from its last checkpoint")
 
 
 def restored_state(checkpoint, say) -> dict | None:

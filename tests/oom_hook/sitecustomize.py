@@ -1,7 +1,8 @@
 """Test-only fault: trials of $PETSEG_TEST_OOM_VARIANT raise a (simulated) out-of-memory error.
 
 On PYTHONPATH, Python imports this at start-up in the driver and in every Ray worker, so the
-study's own trainable is swapped before Ray unpickles it by reference.
+trainable's training call is swapped before any trial runs; the error comes from inside the trial,
+where its own errors are counted and retried.
 """
 import functools
 import os
@@ -11,12 +12,12 @@ if os.environ.get("PETSEG_TEST_OOM_VARIANT"):
 
     import petseg.tune.trainable
 
-    real_train_variant = petseg.tune.trainable.train_variant
+    real_fit = petseg.tune.trainable.fit
 
-    @functools.wraps(real_train_variant)
-    def train_variant(config, data, **bound):
-        if config["variant"] == os.environ["PETSEG_TEST_OOM_VARIANT"]:
+    @functools.wraps(real_fit)
+    def fit(variant, *args, **kwargs):
+        if variant == os.environ["PETSEG_TEST_OOM_VARIANT"]:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated by the test)")
-        return real_train_variant(config, data, **bound)
+        return real_fit(variant, *args, **kwargs)
 
-    petseg.tune.trainable.train_variant = train_variant
+    petseg.tune.trainable.fit = fit
