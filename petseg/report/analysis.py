@@ -20,6 +20,7 @@ from ..train import timing
 from ..train.engine import default_device, per_image_confusions
 from ..tune.config import StudyConfig
 from ..tune.results import best_trials, latest_state, trial_records
+from ..tune.storage import Location
 from . import figures, labels, paper, stats
 from .tables import markdown_table, paper_tables, with_interval, write_table
 
@@ -88,11 +89,11 @@ def pairwise(scored: dict[str, np.ndarray], names: dict[str, str], seed: int, va
                                        "verdict", "unit"])
 
 
-def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.device
+def seed_repeats(seeds_path: Location, dataset, config: StudyConfig, device: torch.device
                  ) -> tuple[pd.DataFrame, dict[str, list[np.ndarray]]]:
     """Per variant: how many seeds and the mean and std of their test metrics; and each seed run's
     per-image confusions (variant -> [N, C, C] per run), for the variant-level tests."""
-    experiment = tune.ExperimentAnalysis(str(seeds_path))
+    experiment = tune.ExperimentAnalysis(seeds_path.path, storage_filesystem=seeds_path.filesystem)
     records = trial_records(experiment, config.search.max_epochs)
     by_id = {t.trial_id: t for t in experiment.trials}
     runs: dict[str, list[np.ndarray]] = {}
@@ -112,10 +113,11 @@ def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.d
     return pd.DataFrame(rows), runs
 
 
-def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Path,
-                 seeds_path: str | Path | None = None) -> Path:
-    """Write results/<name>/: comparison and paper tables, all trials, report.md with figures, checkpoints."""
-    experiment = tune.ExperimentAnalysis(str(experiment_path))
+def write_report(config: StudyConfig, data: DataSpec, experiment_path: Location,
+                 seeds_path: Location | None = None) -> Path:
+    """Write results/<name>/: comparison and paper tables, all trials, report.md with figures, checkpoints.
+    The experiments are read where they are (a folder or an object-store URI), through their filesystem."""
+    experiment = tune.ExperimentAnalysis(experiment_path.path, storage_filesystem=experiment_path.filesystem)
     records = trial_records(experiment, config.search.max_epochs)
     out = Path(config.run.results_dir).expanduser().resolve() / config.run.name
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -153,7 +155,7 @@ def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Pat
         comparison = comparison.merge(pd.DataFrame([{"key": v, **t} for v, t in times.items()]), on="key")
     tests = pairwise(confusions, names, config.search.seed)
     if seeds_path is not None and rows:
-        seeds, runs = seed_repeats(Path(seeds_path), datasets["test"], config, device)
+        seeds, runs = seed_repeats(seeds_path, datasets["test"], config, device)
         comparison = comparison.merge(seeds, on="key", how="left")
         # The variant level: each variant's best trial and its seed repeats, all trained at its best lr.
         runs = {v: np.stack([confusions[v], *runs[v]]) for v in confusions if v in runs}

@@ -17,6 +17,7 @@ from ..disk import default_cache_dir
 from ..errors import ConfigError, WeightsUnavailableError
 from ..models import VARIANTS, build_seeded_model, find_head_weights, weights_cache_dir
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, sampler_plan
+from .storage import Location
 
 
 @dataclass
@@ -194,9 +195,13 @@ class StudyConfig:
                 "num_workers": run.num_workers, "cpus_per_trial": run.cpus_per_trial}
 
 
-def load_config(source: dict | str | os.PathLike) -> StudyConfig:
-    """The one way a saved config is read: a dict or YAML file, nested ({"search", "run"}) or flat, validated."""
-    values = source if isinstance(source, dict) else _read_yaml(Path(source))
+def load_config(source: dict | str | os.PathLike | Location) -> StudyConfig:
+    """The one way a saved config is read: a dict or YAML file (a path, or a Location on the study's storage),
+    nested ({"search", "run"}) or flat, validated."""
+    if isinstance(source, dict):
+        values = source
+    else:
+        values = _read_yaml(source if isinstance(source, Location) else Path(source))
     where = "" if isinstance(source, dict) else f" in {source}"
     if set(values) <= {"search", "run"} and values:
         values = {**values.get("search", {}), **values.get("run", {})}
@@ -252,11 +257,11 @@ def checked_values(values: dict, source: str = "") -> dict:
     return {name: typed(name, value, FIELD_TYPES[name], source) for name, value in known(values, source).items()}
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path | Location) -> dict:
     try:
         values = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    except OSError as err:  # a Location's errors (pyarrow's) carry their message, not a strerror
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
     if values is None:
@@ -299,9 +304,6 @@ def validate(config: StudyConfig) -> None:
     if isinstance(config.search.head_weights, str) and not Path(config.search.head_weights).expanduser().is_dir():
         raise ConfigError(f"head_weights (--head-weights) {config.search.head_weights} is not a folder; pass the folder "
                           "holding <variant>-<hash>.pth head checkpoints (experiments/pretrain_heads.py --output)")
-    if "://" in config.run.storage_path:
-        raise ConfigError(f"storage_path {config.run.storage_path} is a URI; petseg needs a mounted folder shared by "
-                          "the nodes (NFS, EFS, a Kubernetes volume), e.g. --storage-path /mnt/shared/petseg")
     if config.run.num_workers is not None and config.run.num_workers < 0:
         raise ConfigError(f"num_workers must be 0 or more (or left out), got {config.run.num_workers}")
     if config.search.seeds < 0:

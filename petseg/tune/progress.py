@@ -3,7 +3,6 @@ finished trial, and a note while trials wait for resources. Ray's and Tune's own
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import optuna
 from ray import tune
@@ -11,6 +10,7 @@ from ray.exceptions import RayError
 
 from .config import StudyConfig
 from .search_space import sampler_plan
+from .storage import Location
 
 SHORT = {"val_weighted_iou": "wIoU", "val_mean_iou": "mIoU"}
 WAIT_NOTE_S = 60  # how long trials may all be pending before the console says they are waiting
@@ -24,7 +24,7 @@ def attach(messages) -> None:
     _console["messages"] = messages
 
 
-def print_start(config: StudyConfig, path: Path, metric: str) -> None:
+def print_start(config: StudyConfig, path: Location, metric: str) -> None:
     """The resolved plan in a few lines, where the full config is saved and how to watch the trials."""
     search, run = config.search, config.run
     sampler, random_trials = sampler_plan(search.num_samples, search.sampler)
