@@ -272,9 +272,9 @@ def run_once(args, work: Path, data, trials: list[dict], row: str, epochs: int, 
         started = time.perf_counter()
         path = run_search(config, spec, fixed=trials)
         seconds = time.perf_counter() - started
-    records = trial_records(tune.ExperimentAnalysis(str(path)), epochs)
+    records = trial_records(tune.ExperimentAnalysis(path.path, storage_filesystem=path.filesystem), epochs)
     shutil.rmtree(cache, ignore_errors=True)
-    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(path.path, ignore_errors=True)  # the benchmark's storage is a local folder
     return {"row": row, "epochs": epochs, "repeat": repeat, "seconds": seconds,
             "variant_seconds": records.groupby("variant")["seconds"].sum().to_dict(),
             "same_trials": sorted(records.lr.round(12)) == sorted(round(t["lr"], 12) for t in trials),

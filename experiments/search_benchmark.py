@@ -207,7 +207,7 @@ def smoke_search(sampler: str, seed: int, budget: int, work: Path) -> list[dict]
     config, _ = open_study(resolve_config("smoke", overrides=values), resume=False)
     with contextlib.redirect_stdout(io.StringIO()), ray_session(config):
         path = run_search(config, prepare_data(config))
-    experiment = tune.ExperimentAnalysis(str(path))
+    experiment = tune.ExperimentAnalysis(path.path, storage_filesystem=path.filesystem)
     rows = []
     for trial in experiment.trials:
         history, last = experiment.trial_dataframes.get(trial.trial_id), trial.last_result or {}

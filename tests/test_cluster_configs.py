@@ -1164,13 +1164,15 @@ def documented_paths(text: str) -> list[tuple[str, str, str]]:
     found = []
     for title, body in readme_sections(text).items():
         if title.startswith(("Try it on one machine", "Not done by petseg")):
-            continue  # loopback temp folders; URIs petseg refuses
+            continue  # loopback temp folders; what was not tested
         platform = "aws" if title.startswith("AWS") else "kuberay" if title.startswith("Kubernetes") else None
         for chunk in re.split(r"\n\s*\n", body):
             where = platform or ("aws" if "aws-gpu.yaml" in chunk else "kuberay" if "kubectl" in chunk else "any")
             for flag, path in re.findall(rf"({'|'.join(PATH_FLAGS)})[ =]([^\s`'\\]+)", chunk):
                 if flag == "--results-dir" and not path.startswith("/"):
                     continue  # a placeholder (DIR): any folder
+                if flag == "--storage-path" and "://" in path:
+                    continue  # an object store: every node reaches it without a mount
                 found.append((where, flag, path))
     return found
 

@@ -38,7 +38,6 @@ def test_each_field_belongs_to_what_is_searched_or_to_where_it_runs():
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"storage_path": "s3://bucket/petseg"}, "is a URI"),
     ({"seeds": -1}, "seeds must be 0 or more"),
     ({"num_workers": -2}, "num_workers must be 0 or more"),
     ({"max_concurrent_trials": -1}, "max_concurrent_trials"),

@@ -21,6 +21,7 @@ from ..train import timing
 from ..train.engine import default_device, per_image_confusions
 from ..tune.config import StudyConfig
 from ..tune.results import best_trials, latest_state, trial_records
+from ..tune.storage import Location
 from . import figures, labels, paper, results_folder, stats
 from .tables import markdown_table, paper_tables, run_details_table, with_interval, write_table
 
@@ -112,11 +113,11 @@ def pairwise(scored: dict[str, np.ndarray], names: dict[str, str], seed: int, va
                                        "verdict", "unit"])
 
 
-def seed_repeats(seeds_path: Path, dataset, config: StudyConfig, device: torch.device
+def seed_repeats(seeds_path: Location, dataset, config: StudyConfig, device: torch.device
                  ) -> dict[str, dict[int, np.ndarray]]:
     """Each variant's seed repeats (fresh seeds at its chosen lr, never the search's selected trial):
     variant -> seed -> that run's per-image test confusions [N, C, C]."""
-    experiment = tune.ExperimentAnalysis(str(seeds_path))
+    experiment = tune.ExperimentAnalysis(seeds_path.path, storage_filesystem=seeds_path.filesystem)
     records = trial_records(experiment, config.search.max_epochs)
     by_id = {t.trial_id: t for t in experiment.trials}
     runs: dict[str, dict[int, np.ndarray]] = {}
@@ -158,10 +159,11 @@ def seed_columns(runs: dict[str, np.ndarray]) -> pd.DataFrame:
                                                           for s in ("mean", "std")]])
 
 
-def write_report(config: StudyConfig, data: DataSpec, experiment_path: str | Path,
-                 seeds_path: str | Path | None = None) -> Path:
+def write_report(config: StudyConfig, data: DataSpec, experiment_path: Location,
+                 seeds_path: Location | None = None) -> Path:
     """Write results/<name>/ whole (replacing an earlier report of the same study only once this one is complete):
-    comparison and paper tables, all trials, report.md with figures, checkpoints; returns the folder."""
+    comparison and paper tables, all trials, report.md with figures, checkpoints; returns the folder. The
+    experiments are read where they are (a folder or an object-store URI), through their filesystem."""
     final = Path(config.run.results_dir).expanduser().resolve() / config.run.name
     study = str(experiment_path)
     with results_folder.replacing(final, study, config.run.overwrite) as out:
@@ -181,10 +183,10 @@ def missing_work(config: StudyConfig, records: pd.DataFrame, scored) -> dict:
             "trials_unfinished": unfinished, "variants_missing": missing, "trials_scored": len(scored)}
 
 
-def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_path: str | Path,
-                   seeds_path: str | Path | None) -> dict:
+def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_path: Location,
+                   seeds_path: Location | None) -> dict:
     """Write every result file into the empty folder `out`; returns what the study has not done (missing_work)."""
-    experiment = tune.ExperimentAnalysis(str(experiment_path))
+    experiment = tune.ExperimentAnalysis(experiment_path.path, storage_filesystem=experiment_path.filesystem)
     records = trial_records(experiment, config.search.max_epochs)
     (out / "checkpoints").mkdir()
     records.to_csv(out / "all_trials.csv", index=False)
@@ -225,7 +227,7 @@ def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_pa
     tests = pairwise(confusions, names, config.search.seed)
     seed_note = ""
     if seeds_path is not None and rows:
-        repeats = seed_repeats(Path(seeds_path), datasets["test"], config, device)
+        repeats = seed_repeats(seeds_path, datasets["test"], config, device)
         runs, seed_note = common_seeds(repeats, list(confusions))
         comparison = comparison.merge(seed_columns(runs), on="key", how="left")
         if len(runs) >= 2 and len(next(iter(runs.values()))) >= stats.VARIANT_MIN_SEEDS:

@@ -15,6 +15,7 @@ from ..tune.config import (SEEDS_SUFFIX, StudyConfig, check_head_files, missing_
 from ..tune.results import best_trials, trial_records
 from ..tune.cluster import ray_session
 from ..tune.runner import experiment_path, open_study, run_search, saved_data
+from ..tune.storage import Location
 
 
 def dataset_root(config: StudyConfig) -> Path:
@@ -70,7 +71,8 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
         if config.search.seeds:
             seeds_config = seeds_study(config)
             seeds_path = experiment_path(seeds_config)
-            run_search(seeds_config, data, tune.Tuner.can_restore(str(seeds_path)), fixed=seed_trials(config, path))
+            resume_seeds = tune.Tuner.can_restore(seeds_path.path, storage_filesystem=seeds_path.filesystem)
+            run_search(seeds_config, data, resume_seeds, fixed=seed_trials(config, path))
     results = analysis.write_report(config, data, path, seeds_path)
     print(analysis.console_summary(results), flush=True)
     if not read_marker(results).get("trials_scored"):
@@ -84,9 +86,9 @@ def seeds_study(config: StudyConfig) -> StudyConfig:
     return config.replace(name=config.run.name + SEEDS_SUFFIX, asha=False)
 
 
-def seed_trials(config: StudyConfig, path: Path) -> list[dict]:
+def seed_trials(config: StudyConfig, path: Location) -> list[dict]:
     """Each variant's best learning rate (by val weighted mIoU) retrained with seeds seed+1 .. seed+N."""
-    experiment = tune.ExperimentAnalysis(str(path))
+    experiment = tune.ExperimentAnalysis(path.path, storage_filesystem=path.filesystem)
     best = best_trials(experiment, trial_records(experiment, config.search.max_epochs))
     return [{"variant": variant, "lr": float(record["lr"]), "seed": config.search.seed + k}
             for variant, (_, record) in best.items() for k in range(1, config.search.seeds + 1)]

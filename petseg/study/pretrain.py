@@ -22,7 +22,8 @@ from ..report.tables import markdown_table
 from ..tune.config import StudyConfig
 from ..tune.results import best_last_checkpoints
 from ..tune.cluster import ray_session
-from ..tune.runner import check_writable, open_study, run_search, saved_data
+from ..tune.runner import open_study, run_search, saved_data
+from ..tune.storage import Location, check_writable
 
 METRIC = "val_mean_iou"  # the usual score of VOC / ADE20K; weighted mIoU would favour background and wall
 TABLE = "pretrained_heads"
@@ -63,12 +64,13 @@ def prepare_pretrain_data(config: StudyConfig, dataset: str, sbd_root: str | Non
         raise StudyError(str(err)) from err
 
 
-def export_heads(config: StudyConfig, data: DataSpec, experiment_path: Path, output: Path) -> pd.DataFrame:
+def export_heads(config: StudyConfig, data: DataSpec, experiment_path: Location, output: Path) -> pd.DataFrame:
     """Write each variant's best head to `output`; one table row per head written.
 
     The head written is the trial's last checkpoint, so the table's val scores are exactly those of the file.
     """
-    best = best_last_checkpoints(tune.ExperimentAnalysis(str(experiment_path)), METRIC)
+    best = best_last_checkpoints(tune.ExperimentAnalysis(experiment_path.path,
+                                                         storage_filesystem=experiment_path.filesystem), METRIC)
     dataset = data.kind + ("+sbd" if data.sbd_root else "")
     rows = []
     for variant in config.search.variants:

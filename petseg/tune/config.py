@@ -16,6 +16,7 @@ from ..disk import default_cache_dir
 from ..errors import ConfigError, WeightsUnavailableError
 from ..models import VARIANTS, build_seeded_model, find_head_weights, weights_cache_dir
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
+from .storage import Location
 from .yaml_file import read_yaml
 
 SEEDS_SUFFIX = "-seeds"  # a study's seed repeats are the Ray experiment <name>-seeds
@@ -208,9 +209,10 @@ class StudyConfig:
                 "amp": search.amp, "feature_cache": search.feature_cache}
 
 
-def load_config(source: dict | str | os.PathLike) -> StudyConfig:
-    """The one way a saved config is read: a dict or YAML file, nested ({"search", "run"}) or flat, validated."""
-    values = source if isinstance(source, dict) else read_yaml(Path(source))
+def load_config(source: dict | str | os.PathLike | Location) -> StudyConfig:
+    """The one way a saved config is read: a dict or YAML file (a path, or a Location on the study's storage),
+    nested ({"search", "run"}) or flat, validated."""
+    values = source if isinstance(source, dict) else read_yaml(source if isinstance(source, Location) else Path(source))
     where = "" if isinstance(source, dict) else f" in {source}"
     config = StudyConfig.from_flat(flattened(values, where), where)
     validate(config)
@@ -331,9 +333,6 @@ def validate(config: StudyConfig) -> None:
     if isinstance(config.search.head_weights, str) and not Path(config.search.head_weights).expanduser().is_dir():
         raise ConfigError(f"head_weights (--head-weights) {config.search.head_weights} is not a folder; pass the folder "
                           "holding <variant>-<hash>.pth head checkpoints (experiments/pretrain_heads.py --output)")
-    if "://" in config.run.storage_path:
-        raise ConfigError(f"storage_path {config.run.storage_path} is a URI; petseg needs a mounted folder shared by "
-                          "the nodes (NFS, EFS, a Kubernetes volume), e.g. --storage-path /mnt/shared/petseg")
     if config.run.num_workers is not None and config.run.num_workers < 0:
         raise ConfigError(f"num_workers must be 0 or more (or left out), got {config.run.num_workers}")
     if config.search.seeds < 0:

@@ -3,7 +3,6 @@ finished trial, and a note while trials wait for resources. Ray's and Tune's own
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import optuna
 from ray import tune
@@ -12,6 +11,7 @@ from ray.exceptions import RayError
 from .config import StudyConfig
 from .groups import ended_in_error
 from .search_space import SAMPLERS, random_start
+from .storage import Location
 
 SHORT = {"val_weighted_iou": "wIoU", "val_mean_iou": "mIoU"}
 WAIT_NOTE_S = 60  # how long trials may all be pending before the console says they are waiting
@@ -28,7 +28,7 @@ def attach(messages, config: StudyConfig) -> None:
         f" and {config.run.gpus_per_trial:g} GPU" if config.run.gpus_per_trial else "")
 
 
-def print_start(config: StudyConfig, path: Path, metric: str) -> None:
+def print_start(config: StudyConfig, path: Location, metric: str) -> None:
     """The resolved plan in a few lines, where the full config is saved and how to watch the trials."""
     search, run = config.search, config.run
     asha = (f"ASHA per variant (grace {search.grace_period}, factor {search.reduction_factor})" if search.asha

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -26,6 +25,7 @@ from .config import StudyConfig, load_config, lr_bounds, resolve_config
 from .cluster import check_address, trial_slots
 from .cache_plan import CacheGate, CachePlan, cache_items, study_cache_plan
 from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher, restored_searchers_use
+from .storage import Location, check_writable
 from .trainable import train_variant
 
 METRIC, MODE = "val_weighted_iou", "max"
@@ -36,25 +36,9 @@ RANKED_BY = {METRIC: "best_val_weighted_iou"}
 CONFIG_FILE, DATA_FILE = "petseg_config.yaml", "petseg_data.json"
 
 
-def experiment_path(config: StudyConfig) -> Path:
-    """Ray's experiment folder of this study: <storage_path>/<name>."""
-    return Path(config.run.storage_path).expanduser().resolve() / config.run.name
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """Prove a file can be written in `folder`, or raise StudyError naming it; leaves nothing behind."""
-    created = next((p for p in [folder, *folder.parents] if p.parent.exists()), folder)
-    created = None if created.exists() else created
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".petseg-write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise StudyError(f"cannot write to {what} {folder}: {err.strerror}; choose a writable folder") from err
-    finally:
-        if created is not None and created.is_dir():
-            shutil.rmtree(created)
+def experiment_path(config: StudyConfig) -> Location:
+    """Ray's experiment folder of this study, <storage_path>/<name>, a local folder or an object-store URI."""
+    return Location.at(config.run.storage_path) / config.run.name
 
 
 def trial_dirname(trial) -> str:
@@ -100,6 +84,7 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
         scheduler = VariantScheduler(search.variants, metric, MODE, max_t=search.max_epochs,
                                      grace_period=search.grace_period, reduction_factor=search.reduction_factor
                                      ) if search.asha else None
+    storage = Location.at(config.run.storage_path)
     callbacks = [progress.TrialLines(config), *([SchedulerState(scheduler)] if scheduler else [])]
     return tune.Tuner(
         resourced_trainable(config, data, messages, plan),
@@ -112,7 +97,8 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
                                     # per trial, a large share of a short trial's wall time.
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=config.run.name, storage_path=str(Path(config.run.storage_path).expanduser().resolve()),
+            # Tune writes through the filesystem petseg's own files go through (storage.Location).
+            name=config.run.name, storage_path=storage.path, storage_filesystem=storage.filesystem,
             # Tune's retries are for lost workers only: a trial's own errors are retried inside it (max_failures).
             failure_config=tune.FailureConfig(max_failures=config.run.max_worker_losses),
             # One kept: Tune then snapshots the experiment right after each trial checkpoint (it forces a
@@ -129,15 +115,15 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
     )
 
 
-def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
+def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Location]:
     """Check the study can be written, started or resumed; returns its config (saved one on resume) and folder."""
     path = experiment_path(config)
-    check_writable(path.parent, "storage path")
+    check_writable(Location.at(config.run.storage_path), "storage path")
     check_writable(Path(config.run.results_dir).expanduser().resolve(), "results folder")
     check_writable(Path(config.run.cache_dir).expanduser().resolve(), "cache dir (--cache-dir)")
     if config.run.address:
         check_address(config.run.address)  # the handshake, before the dataset is scanned or a file written
-    exists = tune.Tuner.can_restore(str(path))
+    exists = tune.Tuner.can_restore(path.path, storage_filesystem=path.filesystem)
     if resume and not exists:
         raise StudyError(f"nothing to resume at {path}; run without --resume to start study {config.run.name!r}")
     if exists and not resume:
@@ -147,7 +133,7 @@ def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Path]:
 
 
 def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric: str = METRIC,
-               fixed: list[dict] | None = None) -> Path:
+               fixed: list[dict] | None = None) -> Location:
     """Run (or resume) the Tune search of `config` on `data`, maximising `metric`, on the connected Ray; returns
     Ray's experiment folder. Raises SearchInterrupted when it stopped before every trial finished (Ctrl-C, SIGTERM
     or SIGHUP, see petseg.tune.stopping).
@@ -157,7 +143,6 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
     apply to every trial still to run.
     """
     path = experiment_path(config)
-    path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (path / DATA_FILE).write_text(json.dumps(data.to_json()))
     progress.print_start(config, path, metric)
@@ -176,8 +161,8 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
     if plan is not None:
         progress.print_plan(plan)
     if resume:
-        tuner = tune.Tuner.restore(str(path), trainable=resourced_trainable(config, data, messages, plan),
-                                   resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(path.path, trainable=resourced_trainable(config, data, messages, plan),
+                                   resume_unfinished=True, resume_errored=False, storage_filesystem=path.filesystem)
     else:
         tuner = make_tuner(config, data, messages, metric, fixed, plan)
     previous = signal.getsignal(signal.SIGINT)
@@ -198,13 +183,14 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
     return path
 
 
-def ended_trials(path: Path) -> int:
+def ended_trials(path: Location) -> int:
     """How many trials of the experiment saved at `path` ended (finished or failed). A stopped search saves the
     trials it interrupted as running or pending, and a resume continues them."""
-    return sum(trial.status in ("TERMINATED", "ERROR") for trial in tune.ExperimentAnalysis(str(path)).trials)
+    experiment = tune.ExperimentAnalysis(path.path, storage_filesystem=path.filesystem)
+    return sum(trial.status in ("TERMINATED", "ERROR") for trial in experiment.trials)
 
 
-def saved_config(path: Path, requested: StudyConfig) -> StudyConfig:
+def saved_config(path: Location, requested: StudyConfig) -> StudyConfig:
     """The config a search started with, found where `requested` points: on resume its saved search settings
     win (each one asked for differently is named in a warning), while where and how it runs (the run part)
     and the seed repeats come from `requested`."""
@@ -227,6 +213,6 @@ def ignored_settings(saved: StudyConfig, requested: StudyConfig) -> list[str]:
             if name != "seeds" and value != default[name] and value != kept[name]]
 
 
-def saved_data(path: Path) -> DataSpec:
+def saved_data(path: Location) -> DataSpec:
     """The data spec a search started with (kept as it was, so a resume trains on the same samples)."""
     return DataSpec.from_json(json.loads((path / DATA_FILE).read_text()))

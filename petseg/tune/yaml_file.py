@@ -5,8 +5,6 @@ silently last-wins in plain YAML; a config never needs either, so both are refus
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 from yaml.events import AliasEvent
 
@@ -38,12 +36,13 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def read_yaml(path: Path) -> dict:
-    """The mapping in YAML file `path` ({} when empty), or a ConfigError naming the file and what is wrong."""
+def read_yaml(path) -> dict:
+    """The mapping in YAML file `path` (a Path, or anything with read_bytes such as a storage Location; {} when
+    empty), or a ConfigError naming the file and what is wrong."""
     try:
         raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    except OSError as err:  # a Location's errors (pyarrow's) carry their message, not a strerror
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
     if len(raw) > MAX_BYTES:
         raise ConfigError(f"config file {path} is {len(raw):,} bytes; a config is a short YAML mapping "
                           f"(at most {MAX_BYTES:,} bytes)")
