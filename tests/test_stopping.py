@@ -26,16 +26,13 @@ def deliver(signum):
 def test_during_a_search_the_signal_becomes_tunes_ctrl_c_stop(handlers, signum):
     seen = []
     signal.signal(signal.SIGINT, lambda s, f: seen.append(s))  # what Tune's handler would get
+    before = {s: signal.getsignal(s) for s in stopping.FORWARDED}
     with stopping.search_running():
         deliver(signum)
     assert seen == [signal.SIGINT]
     assert stopping.last_signal() == signum
     # after the search, the handlers it replaced are back
-    assert signal.getsignal(signal.SIGTERM) == handlers_before(signal.SIGTERM)
-
-
-def handlers_before(signum):
-    return signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler
+    assert {s: signal.getsignal(s) for s in stopping.FORWARDED} == before
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
