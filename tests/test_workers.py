@@ -83,14 +83,15 @@ def fake_trial(monkeypatch, tmp_path):
     closed = []
     monkeypatch.setattr(trainable, "ImageLogger", lambda *args: SimpleNamespace(close=lambda: closed.append(1)))
     monkeypatch.chdir(tmp_path)
-    config = {"variant": "denseaspp_voc", "lr": 1e-3, "cpus_per_trial": 1, "max_failures": 2, "max_epochs": 3,
-              "batch_size": 2, "patience": 3, "pretrained": False, "seed": 0, "head_weights": {}, "num_workers": 0,
-              "amp": False, "feature_cache": False, "cache_dir": str(tmp_path)}
+    config = {"variant": "denseaspp_voc", "lr": 1e-3, "max_epochs": 3, "batch_size": 2, "patience": 3,
+              "pretrained": False, "seed": 0, "head_weights": {}, "amp": False, "feature_cache": False}
+    settings = {"cpus_per_trial": 1, "max_failures": 2, "num_workers": 0, "cache_dir": str(tmp_path),
+                "live_variants": []}
     data = SimpleNamespace(num_classes=3, kind="pets")
 
     def run(fit):
         monkeypatch.setattr(trainable, "fit", fit)
-        trainable.train_variant(config, data)
+        trainable.train_variant(config, data, settings)
         return tune.reports, closed
 
     return run
@@ -122,7 +123,7 @@ def test_a_nan_trial_ends_at_once_and_an_erroring_one_after_its_retries(fake_tri
 
 def test_a_restarted_trial_counts_on_from_the_failures_in_its_checkpoint(fake_trial, monkeypatch):
     # A worker lost after two retried errors: Tune restarts the trial from its epoch-3 checkpoint.
-    monkeypatch.setattr(trainable, "load_trial_state", lambda checkpoint: {"progress": {"epoch": 3}, "failures": 2})
+    monkeypatch.setattr(trainable, "restored_state", lambda checkpoint, say: {"progress": {"epoch": 3}, "failures": 2})
     attempts = []
 
     def raises(*args, **kwargs):
@@ -167,7 +168,7 @@ def test_fit_ends_its_loader_workers_even_while_a_traceback_holds_it(pet_root):
         pytest.fail("fit swallowed the report's error")
 
 
-def probed_trial(config, data):
+def probed_trial(config, data, run):
     """train_variant, after reporting this worker's open files and threads as the trial starts (what earlier
     trials in the same worker left behind)."""
     from ray import tune
@@ -175,7 +176,7 @@ def probed_trial(config, data):
     sockets, files = open_fds_by_kind()
     tune.report({"start_files": files, "start_sockets": sockets, "start_threads": threading.active_count(),
                  "start_tasks": len(os.listdir("/proc/self/task")), "worker": os.getpid()})
-    trainable.train_variant(config, data)
+    trainable.train_variant(config, data, run)
 
 
 def test_twenty_trials_in_two_reused_workers_leave_files_and_threads_flat(pet_root, tmp_path, monkeypatch):
@@ -187,6 +188,7 @@ def test_twenty_trials_in_two_reused_workers_leave_files_and_threads_flat(pet_ro
     from petseg.tune.cluster import node_address_option
     from petseg.tune.config import resolve_config
     from petseg.tune.results import best_last_checkpoints, latest_state, trial_records
+    from petseg.tune.runner import trial_settings
 
     tests = os.path.dirname(__file__)
     # The workers import this module (for probed_trial) and petseg from the checkout.
@@ -198,7 +200,8 @@ def test_twenty_trials_in_two_reused_workers_leave_files_and_threads_flat(pet_ro
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", **node_address_option("127.0.0.2"))
     try:
         grid = tune.Tuner(
-            tune.with_resources(tune.with_parameters(probed_trial, data=spec), {"cpu": 1}),
+            tune.with_resources(tune.with_parameters(probed_trial, data=spec, run=trial_settings(config, None)),
+                                {"cpu": 1}),
             param_space={**config.trial_params(), "variant": "denseaspp_voc", "lr": tune.grid_search(rates)},
             tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=2),
             run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="workers", verbose=0,
