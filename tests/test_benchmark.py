@@ -51,7 +51,9 @@ STEPS = [{"variant": "fcn_resnet50", "live_ms": 400.0, "cached_ms": 160.0, "rati
           "cached_flop": 3e9}]
 
 
-def report(bench, **changes) -> str:
+def report(bench, native_bf16: bool = True, **changes) -> str:
+    """The report of the made-up runs, as on a device that does (or does not) compute bf16 natively."""
+    bench.amp_enabled = lambda device, enabled=True: native_bf16 and enabled
     args = bench.parse_args(["--variants", ",".join(VARIANTS), "--samples", "1", "--scaling-epochs", "2,4,8",
                              *changes.pop("argv", [])])
     info = {"command": "python experiments/benchmark.py", "machine": "AMD EPYC, native bf16: yes, 2 cores",
@@ -113,9 +115,8 @@ def test_report_gives_flop_rates_as_a_share_of_the_measured_matmul_not_as_mfu(be
     assert "A share above 100% is possible" in text
 
 
-def test_report_skips_the_bf16_row_where_the_device_lacks_it(bench, monkeypatch):
-    monkeypatch.setattr(bench, "amp_enabled", lambda device, enabled=True: False)
-    text = report(bench)
+def test_report_skips_the_bf16_row_where_the_device_lacks_it(bench):
+    text = report(bench, native_bf16=False)
     assert "| naive + bf16 autocast |" not in text
     assert "row is skipped: this device does not compute bf16 natively" in text
     assert "| asked, not on this device |" in text  # all together: bf16 asked for, not applied
