@@ -1,4 +1,4 @@
-"""A token-authenticated two-node Ray cluster on loopback: compare.py --address, ray job submit, faults.
+"""A token-authenticated Ray cluster on loopback that grows mid-study: compare.py --address, ray job submit, faults.
 
 Nodes get their own loopback addresses (127.0.0.2, .3, .4: Ray rewrites 127.0.0.1), their own ports
 and temp dir, and the fixture stops exactly the processes it started, also when a test fails.
@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from petseg.node_cache import caches_size
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARE = REPO / "experiments" / "compare.py"
@@ -90,8 +92,9 @@ class Cluster:
             self.env, self.folder / "head.log")
         wait_for(lambda: self._port_open(), 60, "the head node's GCS port")
 
-    def add_worker(self, ip: str):
-        self.nodes[ip] = start([f"--address={self.address}", *self.node_args(ip)], self.env,
+    def add_worker(self, ip: str, **env: str):
+        """Start a node at `ip` with `env` in its environment (what a node type's setup would export)."""
+        self.nodes[ip] = start([f"--address={self.address}", *self.node_args(ip)], {**self.env, **env},
                                self.folder / f"worker-{ip}.log")
         wait_for(lambda: alive_nodes(self.address, self.env) == len(self.nodes), 90, f"node {ip} to join")
 
@@ -110,14 +113,22 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """A one-node cluster (its head at 127.0.0.2); test_a_study_grows_onto_a_node_that_joins_mid_study adds one."""
     folder = tmp_path_factory.mktemp("cluster")
     cluster = Cluster(folder)
     try:
         cluster.start_head()
-        cluster.add_worker("127.0.0.3")
         yield cluster
     finally:
         cluster.stop_all()
+
+
+def pending_placement_groups(cluster) -> int:
+    """Placement groups waiting for resources, through Ray's public state API (`ray list placement-groups`)."""
+    listed = subprocess.run([RAY, "list", "placement-groups", "--address", cluster.address, "--format", "json",
+                             "--filter", "state=PENDING"], env=cluster.env, capture_output=True, text=True, timeout=60)
+    # An empty answer is the line "No resource in the cluster", not JSON.
+    return len(json.loads(listed.stdout)) if listed.stdout.lstrip().startswith("[") else 0
 
 
 def study_config(folder: Path, **values) -> Path:
@@ -127,17 +138,34 @@ def study_config(folder: Path, **values) -> Path:
     return path
 
 
-def test_compare_runs_trials_on_both_nodes(cluster):
+def test_a_study_grows_onto_a_node_that_joins_mid_study(cluster):
     folder = cluster.folder
-    run = subprocess.run(
+    log = folder / "grow.log"
+    # One CPU on the head: one trial runs, one more waits for a node (one node's worth pends on a cluster).
+    driver = subprocess.Popen(
         [sys.executable, str(COMPARE), "--preset", "smoke", "--address", cluster.address, "--name", "two_nodes",
          "--variants", "denseaspp_voc,denseaspp_ade20k", "--storage-path", str(folder / "storage"),
-         "--config", str(study_config(folder))],
-        env=cluster.env, capture_output=True, text=True, timeout=600, cwd=folder)
-    assert run.returncode == 0, run.stderr[-3000:]
+         "--config", str(study_config(folder, num_samples=3, max_epochs=20, grace_period=20))],
+        env=cluster.env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=folder)
+    try:
+        wait_for(lambda: pending_placement_groups(cluster) >= 1, 300, "a trial's placement group to pend")
+        assert driver.poll() is None, log.read_text()[-3000:]
+        # What an autoscaler does for the pending demand; this node type keeps its caches on its own disk.
+        cluster.add_worker("127.0.0.3", PETSEG_NODE_CACHE_DIR=str(folder / "node3-cache"),
+                           PETSEG_NODE_CACHE_BUDGET="64M")
+        assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert "that the 1 node(s) fit now, one node's worth pending beyond them" in log.read_text()
     trials = pd.read_csv(folder / "results" / "two_nodes" / "all_trials.csv")
     assert set(trials["node"]) == {"127.0.0.2", "127.0.0.3"}
-    assert (trials["ended_by"] != "error").all()
+    assert (trials["ended_by"] != "error").all() and (trials["features"] == "cached").all()
+    # Each node built the caches its trials read in its own folder, node 3 within its own budget.
+    for node, cache in (("127.0.0.2", folder / "cache"), ("127.0.0.3", folder / "node3-cache")):
+        keys = {key for listed in trials[trials["node"] == node]["feature_caches"] for key in listed.split(";")}
+        assert keys and all((cache / "features" / key / "meta.json").is_file() for key in keys), (node, keys)
+    assert 0 < caches_size(folder / "node3-cache") <= 64 * 2**20
     # every trial's TensorBoard images reached the storage path, whichever node ran it
     for trial_id in trials["trial_id"]:
         images = next((folder / "storage" / "two_nodes").glob(f"*_{trial_id}")) / "tensorboard_images"

@@ -18,6 +18,10 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
                         "the paper's figures are shown beside a study only at 256)")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions allowed, e.g. 0.25)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
+    parser.add_argument("--max-pending-trials", type=int, metavar="N", help="trials kept waiting for resources "
+                        "beyond those the cluster's nodes fit, so an autoscaler adds nodes for them (default: one "
+                        "node's worth with --address, 0 on the local Ray); each is suggested before the running "
+                        "trials' results, so closer to random")
     parser.add_argument("--cache-dir", help="where backbone features, decoded images and generated data are kept "
                         "(default $PETSEG_CACHE or ~/.cache/petseg); `python -m petseg.train.features` lists or clears it")
     parser.add_argument("--cache-budget", metavar="SIZE", help="peak disk for the backbones' feature caches, e.g. "
@@ -43,7 +47,8 @@ def runner_overrides(args: argparse.Namespace) -> dict:
     return {"address": args.address or os.environ.get("RAY_ADDRESS"), "storage_path": args.storage_path,
             "name": args.name, "results_dir": args.results_dir, "num_samples": args.num_samples,
             "max_epochs": args.max_epochs, "image_size": args.image_size, "gpus_per_trial": args.gpus_per_trial,
-            "cpus_per_trial": args.cpus_per_trial, "cache_dir": args.cache_dir, "cache_budget": args.cache_budget,
+            "cpus_per_trial": args.cpus_per_trial,
+            "max_pending_trials": args.max_pending_trials, "cache_dir": args.cache_dir, "cache_budget": args.cache_budget,
             "verbose": args.verbose,
             "local_gpus": args.local_gpus, "ray_metrics": args.ray_metrics,
             "allow_unauthenticated_ray": args.allow_unauthenticated_ray, "overwrite": args.overwrite}

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import ray
 
 from ..errors import StudyError
+from .concurrency import alive_node_resources, fits_on
 from .config import StudyConfig
 
 # An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server such as Ray's GCS answers with a
@@ -177,17 +178,12 @@ def trial_request(config: StudyConfig) -> dict[str, float]:
     return request
 
 
-def fits(request: dict[str, float], node: dict[str, float]) -> bool:
-    """Whether one node's resources hold a trial's request."""
-    return all(node.get(name, 0) >= amount for name, amount in request.items())
-
-
 def check_resources(config: StudyConfig) -> None:
     """Raise StudyError naming the request and what the nodes have when no node of the local Ray can run a trial;
     on a cluster, which may grow (an autoscaler adds nodes, or someone joins one), say that the study waits."""
     request = trial_request(config)
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    if any(fits(request, node) for node in nodes):
+    nodes = alive_node_resources()
+    if any(fits_on(request, node) for node in nodes):
         return
     asked = ", ".join(f"{amount:g} {name}" for name, amount in request.items())
     largest = "; ".join(", ".join(f"{node.get(name, 0):g} {name}" for name in ("CPU", "GPU")) for node in nodes)
@@ -198,18 +194,3 @@ def check_resources(config: StudyConfig) -> None:
         return
     raise StudyError(f"a trial asks for {asked} on one node, but the nodes have only: {largest or 'no node'}. Lower "
                      "--cpus-per-trial / --gpus-per-trial to fit, or run on a machine or cluster that has them")
-
-
-def trial_slots(config: StudyConfig) -> int:
-    """How many trials run at once: config.run.max_concurrent_trials, or what the cluster's resources fit now.
-
-    Tune admits one pending trial at a time for a custom searcher unless told a concurrency, which
-    would run the study one trial after another.
-    """
-    if config.run.max_concurrent_trials:
-        return config.run.max_concurrent_trials
-    # Trials are placed node by node: count what fits on each rather than in the cluster's total.
-    request = trial_request(config)
-    slots = sum(min(int(node["Resources"].get(name, 0) // amount) for name, amount in request.items())
-                for node in ray.nodes() if node["Alive"])
-    return max(1, slots)  # an autoscaling cluster may have no node that fits yet

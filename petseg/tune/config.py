@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..disk import default_cache_dir
 from ..errors import ConfigError, WeightsUnavailableError
+from ..node_cache import parse_size
 from ..models import VARIANTS, build_seeded_model, find_head_weights, weights_cache_dir
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
 from .storage import Location
@@ -67,8 +68,7 @@ class SearchConfig:
 @dataclass
 class RunConfig:
     """Where and how a study runs and keeps its files (Ray's RunConfig side): a resume takes it from its own
-    command line, except max_failures, max_concurrent_trials and Tune's own verbosity, which Tune keeps with the
-    saved search."""
+    command line, except max_worker_losses and Tune's own verbosity, which Tune keeps with the saved search."""
 
     name: str = "paper"
     address: str | None = None
@@ -83,7 +83,11 @@ class RunConfig:
     max_failures: int = 1  # retries of a trial whose own code raised, in its worker from its last checkpoint
     # Restarts of a trial whose worker was lost (its node died or was preempted), elsewhere from its last checkpoint.
     max_worker_losses: int = 5
-    max_concurrent_trials: int = 0  # 0: as many as the cluster's resources fit when the search starts
+    # Trials started at once: what the nodes alive fit (recounted as they join or leave) plus max_pending_trials
+    # waiting beyond them, which an autoscaler sees as demand (None: one node's worth on a cluster, none on the
+    # local Ray, which cannot grow); never more than max_concurrent_trials (0: no cap). See tune.concurrency.
+    max_pending_trials: int | None = None
+    max_concurrent_trials: int = 0
     # Peak disk for the backbones' feature caches, e.g. "64G" (None: a safe share of the cache disk's free space).
     cache_budget: str | None = None
     verbose: bool = False  # Ray's and Tune's own console output, and every trial's log lines
@@ -338,14 +342,15 @@ def validate(config: StudyConfig) -> None:
     if config.search.seeds < 0:
         raise ConfigError(f"seeds must be 0 or more, got {config.search.seeds}")
     if config.run.max_concurrent_trials < 0:
-        raise ConfigError(f"max_concurrent_trials must be 0 (fit the cluster) or more, got {config.run.max_concurrent_trials}")
+        raise ConfigError(f"max_concurrent_trials must be 0 (no cap) or more, got {config.run.max_concurrent_trials}")
+    if config.run.max_pending_trials is not None and config.run.max_pending_trials < 0:
+        raise ConfigError(f"max_pending_trials (--max-pending-trials) must be 0 or more (or left out: one node's "
+                          f"worth on a cluster), got {config.run.max_pending_trials}")
     if config.run.cpus_per_trial <= 0 or config.run.gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0 "
                           f"(got {config.run.cpus_per_trial}, {config.run.gpus_per_trial})")
     if config.run.cache_budget is not None:
-        from .cache_plan import parse_size  # raises a ConfigError naming a size it cannot read
-
-        parse_size(config.run.cache_budget)
+        parse_size(config.run.cache_budget)  # raises a ConfigError naming a size it cannot read
     if config.run.local_gpus is not None and config.run.local_gpus < 0:
         raise ConfigError(f"local_gpus must be 0 or more (or left out to detect them), got {config.run.local_gpus}")
     if config.run.max_failures < 0:

@@ -27,19 +27,21 @@ from ..errors import StudyError
 from .cache_plan import CacheGate, CachePlan
 from .search_space import DEFAULT_SAMPLER, startup_trials
 
-# The cache plan of the search this driver runs now. A resumed search's searcher comes back from its pickles
-# with the plan of the run that started it; its gate takes this one, so a resume keeps to the budget it is given.
-_this_run = {"plan": None}
+# The run settings of the search this driver runs now: its cache plan and its limit on trials started at once.
+# A resumed search's searcher comes back from its pickles with the plan of the run that started it; its gate
+# takes this one, so a resume keeps to the budget it is given. The limit is never pickled: read from here.
+_this_run: dict = {"plan": None, "limit": None}
 
 
 @contextmanager
-def restored_searchers_use(plan: CachePlan | None):
-    """Within the block, a searcher restored from a saved search gates its trials by `plan` (this run's)."""
-    _this_run["plan"] = plan
+def searchers_run_with(plan: CachePlan | None, limit: Callable[[], int] | None = None):
+    """Within the block, searchers keep at most limit() trials started and unfinished (see tune.concurrency), and a
+    searcher restored from a saved search gates its trials by `plan` (this run's)."""
+    _this_run.update(plan=plan, limit=limit)
     try:
         yield
     finally:
-        _this_run["plan"] = None
+        _this_run.update(plan=None, limit=None)
 
 
 class _StateSearcher(Searcher):
@@ -55,13 +57,14 @@ class _StateSearcher(Searcher):
         super().__init__(metric=metric, mode=mode)
         self.gate = gate
         self.trial_variant: dict[str, str] = {}
+        self.unfinished: set[str] = set()  # trials started and not yet complete, counted against the limit
         self.caches: dict[str, set[tuple[str, str]]] = {}  # variant -> (node, folder) of the caches it read
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Remember the feature-cache folders (and their node) a trial's variant reads, to delete them later."""
         if trial_id in self.trial_variant:
             if self.gate is not None:
-                self.gate.reported(self.trial_variant[trial_id])
+                self.gate.reported(self.trial_variant[trial_id], result.get("node", ""))
             for folder in result.get("feature_caches") or ():
                 self.caches.setdefault(self.trial_variant[trial_id], set()).add((result.get("node", ""), folder))
 
@@ -77,16 +80,23 @@ class _StateSearcher(Searcher):
             self.gate.evicted(group)
         return self.gate.allows(variant)
 
+    def _room(self) -> bool:
+        """Whether one more trial may start within this run's limit on trials at once."""
+        limit = _this_run["limit"]
+        return limit is None or len(self.unfinished) < limit()
+
     def _waits(self, variant: str) -> bool:
         """Whether a trial of `variant` started now would wait for a cache build another trial is doing."""
         return self.gate is not None and self.gate.building(variant)
 
     def _started(self, trial_id: str, variant: str) -> None:
         self.trial_variant[trial_id] = variant
+        self.unfinished.add(trial_id)
         if self.gate is not None:
             self.gate.start(variant)
 
     def _finished(self, trial_id: str) -> None:
+        self.unfinished.discard(trial_id)
         if self.gate is not None and trial_id in self.trial_variant:
             self.gate.finish(self.trial_variant[trial_id])
 
@@ -100,9 +110,11 @@ class _StateSearcher(Searcher):
             pickle.dump(self.__dict__, file)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Load what `save` wrote; the cache gate then keeps to this run's plan (see restored_searchers_use)."""
+        """Load what `save` wrote; the cache gate then keeps to this run's plan (see searchers_run_with)."""
         with open(checkpoint_path, "rb") as file:
             self.__dict__.update(pickle.load(file))
+        # A state saved before petseg counted trials at once: the trials it resumes go uncounted until they end.
+        self.__dict__.setdefault("unfinished", set())
         if self.gate is not None and _this_run["plan"] is not None:
             self.gate.replan(_this_run["plan"])
 
@@ -199,6 +211,8 @@ class VariantSearcher(_StateSearcher):
         open_variants = [v for v, n in self.started.items() if n < self.num_samples]
         if not open_variants:
             return Searcher.FINISHED
+        if not self._room():
+            return None
         allowed = [v for v in open_variants if self._allowed(v)]
         if not allowed:
             return None
@@ -362,6 +376,8 @@ class FixedTrials(_StateSearcher):
         remaining = [index for index in range(len(self.configs)) if index not in self.handed]
         if not remaining:
             return Searcher.FINISHED
+        if not self._room():
+            return None
         allowed = [i for i in remaining if self._allowed(self.configs[i]["variant"])]
         if not allowed:
             return None
