@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,12 +63,12 @@ def disk_free(folder: Path) -> int:
 
 def cached_arrays(folder: Path, specs: dict[str, tuple[tuple[int, ...], np.dtype]],
                   fill: Callable[[dict[str, np.ndarray]], None], meta: dict,
-                  margin: float = 1.1) -> dict[str, np.ndarray] | None:
+                  room: Callable[[int], bool] | None = None, margin: float = 1.1) -> dict[str, np.ndarray] | None:
     """Memory-mapped arrays of `specs` {name: (shape, dtype)} in `folder`, built by `fill` if absent.
 
     Concurrent callers build once: one holds the lock and builds, the others wait and then read. A damaged
-    cache (see the module docstring) is rebuilt. Returns None, building nothing, when the disk lacks room for
-    the arrays (times `margin`).
+    cache (see the module docstring) is rebuilt. Returns None, building nothing, when room(bytes) says there is
+    no room for the arrays (default: the disk lacks their size times `margin`).
     """
     if not (folder / META).is_file() or damage(folder, specs):
         with file_lock(folder.with_name(folder.name + ".lock")):
@@ -77,7 +78,7 @@ def cached_arrays(folder: Path, specs: dict[str, tuple[tuple[int, ...], np.dtype
                 shutil.rmtree(folder)
             if not (folder / META).is_file():
                 needed = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in specs.values())
-                if disk_free(folder.parent) < needed * margin:
+                if not (room(needed) if room else disk_free(folder.parent) >= needed * margin):
                     return None
                 _build(folder, specs, fill, {**meta, "bytes": needed})
     return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in specs}
@@ -122,7 +123,8 @@ def damage(folder: Path, specs) -> str | None:
 
 
 def _build(folder: Path, specs, fill, meta: dict) -> None:
-    scratch = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    # Named by host and process, so a node can tell (and delete) the half-built caches of its killed processes.
+    scratch = folder.with_name(f"{folder.name}.building-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:

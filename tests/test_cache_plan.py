@@ -9,7 +9,8 @@ from petseg.data import build_datasets
 from petseg.errors import ConfigError
 from petseg.models import VARIANTS, build_seeded_model
 from petseg.train.features import feature_dataset
-from petseg.tune.cache_plan import CacheGate, bytes_per_item, parse_size, plan_cache
+from petseg.node_cache import parse_size
+from petseg.tune.cache_plan import CacheGate, bytes_per_item, plan_cache
 
 GiB = 2**30
 ALL = list(VARIANTS)
@@ -35,22 +36,20 @@ def test_the_planned_size_is_what_the_cache_takes(variant, pet_root, tmp_path):
 
 def test_the_paper_scale_plan_fits_a_64_gib_disk():
     # 256 px, 3,680 training images doubled by offline augmentation, 1,834 val: ~131 GiB if all cached at once.
-    plan = plan_cache(ALL, 256, 7360, 1834, budget=64 * GiB, free=64 * GiB)
+    plan = plan_cache(ALL, 256, 7360, 1834, budget=64 * GiB)
     assert [cache.cached for cache in plan.caches] == [True] * 4  # four distinct backbones, all from the cache
     assert sum(cache.bytes for cache in plan.caches) > 2 * 64 * GiB
     assert plan.peak <= 64 * GiB and not plan.live_variants
-    default = plan_cache(ALL, 256, 7360, 1834, budget=None, free=64 * GiB)  # a safe share of the free disk
-    assert default.budget < 64 * GiB and default.peak <= default.budget and not default.live_variants
 
 
 def test_a_backbone_over_the_budget_runs_live_and_is_said():
-    plan = plan_cache(ALL, 256, 7360, 1834, budget=30 * GiB, free=64 * GiB)
+    plan = plan_cache(ALL, 256, 7360, 1834, budget=30 * GiB)
     assert plan.live_variants == ["fcn_resnet50", "deeplabv3_resnet50", "cutdenseaspp_voc", "cutdenseaspp_ade20k"]
     assert any("LIVE" in line and "fcn_resnet50" in line for line in plan.describe())
 
 
 def test_the_gate_opens_backbones_in_order_within_the_budget_and_condemns_only_what_is_in_the_way():
-    plan = plan_cache(ALL, 256, 7360, 1834, budget=64 * GiB, free=64 * GiB)
+    plan = plan_cache(ALL, 256, 7360, 1834, budget=64 * GiB)
     gate = CacheGate(plan, dict.fromkeys(ALL, 2))
     assert gate.allows("fcn_resnet50") and not gate.allows("deeplabv3_resnet50")  # in order
     for _ in range(2):
@@ -71,7 +70,7 @@ def test_the_gate_opens_backbones_in_order_within_the_budget_and_condemns_only_w
 
 
 def test_a_budget_that_holds_everything_deletes_nothing():
-    plan = plan_cache(ALL, 256, 7360, 1834, budget=200 * GiB, free=250 * GiB)
+    plan = plan_cache(ALL, 256, 7360, 1834, budget=200 * GiB)
     gate = CacheGate(plan, dict.fromkeys(ALL, 1))
     for variant in ALL:
         assert gate.allows(variant)

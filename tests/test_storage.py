@@ -1,7 +1,9 @@
 """Storage on an object store: petseg's own files and Tune's on a real S3-compatible server (moto, on 127.0.0.1),
-reached the way AWS tools are (AWS_* variables, AWS_ENDPOINT_URL); a smoke study run and reported from the URI."""
+reached the way AWS tools are (AWS_* variables, AWS_ENDPOINT_URL); a smoke study killed, resumed and reported from
+the URI."""
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -119,21 +121,28 @@ def test_compare_refuses_a_bucket_it_cannot_write_before_anything_starts(s3, tmp
 
 @pytest.fixture(scope="module")
 def smoke_on_s3(s3, tmp_path_factory):
-    """The smoke study run to its end on s3://BUCKET/ray. Returns (folder, its stdout).
-
-    Not killed mid-study: a driver killed while Tune uploads its experiment state and a trial's checkpoint to an
-    object store can leave a state naming a checkpoint the bucket no longer has, and the resumed trial then fails
-    in Tune's restore (seen here: a trial lost 6 workers). Kill-and-resume is tested on a folder (test_study)."""
+    """The smoke study on s3://BUCKET/ray, its driver killed (SIGKILL, with the local Ray it started) once trials
+    have saved checkpoints, then resumed to its end. Returns (folder, the resumed run's stdout)."""
     folder = tmp_path_factory.mktemp("s3study")
     args = ["--preset", "smoke", "--storage-path", f"s3://{BUCKET}/ray", "--results-dir", str(folder / "results"),
             "--cache-dir", str(folder / "cache")]
-    run = compare(*args, folder=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    console = folder / "killed.txt"
+    with console.open("w") as out:
+        killed = compare(*args, folder=folder, stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 600
+        while time.time() < deadline and len(re.findall(r" epoch \d+/", console.read_text())) < 6:
+            assert killed.poll() is None, "the study finished before it could be killed"
+            time.sleep(0.05)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    assert "search finished" not in console.read_text()
+    run = compare(*args, "--resume", folder=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = run.communicate(timeout=900)
     assert run.returncode == 0, out[-3000:] + err[-3000:]
     return folder, out
 
 
-def test_a_smoke_study_on_s3_writes_the_full_comparison_and_keeps_everything_on_the_server(smoke_on_s3, s3):
+def test_a_smoke_study_killed_and_resumed_on_s3_writes_the_full_comparison_and_keeps_everything_on_the_server(smoke_on_s3, s3):
     folder, out = smoke_on_s3
     comparison = pd.read_csv(folder / "results" / "smoke" / "comparison.csv")
     assert len(comparison) == 6 and comparison["test_weighted_iou"].between(0, 1).all()

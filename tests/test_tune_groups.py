@@ -219,7 +219,7 @@ def test_a_slot_goes_to_a_trial_that_can_work_before_one_that_would_wait_for_a_c
     from petseg.tune.groups import FixedTrials
 
     variants = ["denseaspp_voc", "denseaspp_ade20k", "fcn_resnet50"]  # the two DenseASPPs read one DenseNet121 cache
-    plan = plan_cache(variants, 96, 100, 20, budget=2**40, free=2**40)
+    plan = plan_cache(variants, 96, 100, 20, budget=2**40)
     gate = CacheGate(plan, dict.fromkeys(variants, 2))
     if kind == "search":
         searcher = VariantSearcher({v: (1e-4, 1e-2) for v in variants}, num_samples=2, metric="m", mode="max",

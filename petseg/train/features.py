@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data import SegmentationDataset, decoding, fingerprint
 from ..disk import cached_arrays, default_cache_dir, file_lock, folder_size
 from ..models import FrozenBackboneSegmenter
+from ..node_cache import Lease, NodeCache, format_size, make_room, release_room
 from .description import module_description
 from .engine import amp_enabled, autocast
 
@@ -100,9 +101,11 @@ def cacheable(dataset: SegmentationDataset) -> bool:
 class FeatureDataset(Dataset):
     """(features float32 [C, h, w], mask int64 [H, W]) items read from a feature cache."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], folder: Path, build_seconds: float = 0.0):
+    def __init__(self, arrays: dict[str, np.ndarray], folder: Path, build_seconds: float = 0.0,
+                 lease: Lease | None = None):
         self.features, self.masks = arrays["features"], arrays["masks"]
         self.folder = folder  # where the cache lives, so a study can evict it when it is done with it
+        self.lease = lease  # held while this dataset lives: its node evicts no cache a trial reads
         # Backbone time this caller spent building the cache (0 when it was read as found), so a report can
         # charge it to every variant that reads the cache rather than to the trial that happened to build it.
         self.build_seconds = build_seconds
@@ -171,17 +174,21 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset, cache_dir: str | Path,
+def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset, cache_dir: str | Path | NodeCache,
                     device: torch.device, batch_size: int = 16, amp: bool = True,
                     backbone_key: str | None = None, progress: Callable[[str], None] = print
                     ) -> FeatureDataset | None:
     """The features of `dataset` from the cache, built once if absent; None if it cannot be cached.
 
+    cache_dir: a folder, or a node's cache (folder and budget: a build first makes room within the budget, and
+    the cache is leased while the returned dataset lives, see petseg.node_cache).
     backbone_key: the model's backbone_fingerprint, when the caller already has it. progress receives
     lines about a build (share done, rate, ETA, then its size and folder).
     """
     if not cacheable(dataset):
         return None
+    node = cache_dir if isinstance(cache_dir, NodeCache) else None
+    cache_dir = node.folder if node else cache_dir
     # bf16 and fp32 backbone passes give different features: the precision is part of the key.
     precision = "bf16" if amp_enabled(device, amp) else "fp32"
     with torch.no_grad(), autocast(device, amp):
@@ -213,12 +220,24 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
     meta = {"items": len(dataset), "shape": [int(channels), int(height), int(width)], "dtype": "float16",
             "computed_in": precision,
             "size": dataset.size, "augment": dataset.augment, "seed": dataset.seed}
-    arrays = cached_arrays(folder, specs, fill, meta)
+    lease = Lease(folder) if node else None
+    try:
+        arrays = cached_arrays(folder, specs, fill, meta, room=(lambda needed: make_room(node, folder, needed))
+                               if node else None)
+    finally:
+        if node:
+            release_room(folder)
     if arrays is None:
-        warnings.warn(f"not enough free disk under {cache_dir} for the feature cache of {len(dataset)} items; "
-                      "running the backbone live instead (free space or set cache_dir elsewhere)", stacklevel=2)
+        where = (f"within node {node.node or 'here'}'s cache budget of {format_size(node.budget)} ({node.source}), "
+                 "keeping the caches its trials read" if node else "on the disk")
+        message = (f"no room under {cache_dir} {where} for the feature cache of {len(dataset)} items; running the "
+                   "backbone live instead (free space, raise the budget or set the cache folder elsewhere)")
+        progress(message)
+        warnings.warn(message, stacklevel=2)
+        if lease:
+            lease.release()
         return None
-    return FeatureDataset(arrays, folder, sum(build_seconds))
+    return FeatureDataset(arrays, folder, sum(build_seconds), lease)
 
 
 def gpu_build_lock(cache_dir: str | Path):

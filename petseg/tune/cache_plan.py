@@ -1,5 +1,9 @@
 """The feature cache within a disk budget: how big each backbone's cache is, which backbones are cached and
-in what order their variants run, and the peak disk use that order reaches.
+in what order their variants run, and the peak disk use that order reaches on a node.
+
+Every node keeps its own caches within its own budget (petseg.node_cache, measured on that node); the order
+below keeps to the smallest budget of the nodes known when the study starts, and a node that joins later
+plans for itself when its trials build caches.
 
 Variants that share a backbone share its cache. The search runs one backbone's variants while its cache
 exists and lets the next backbone's trials start (and build their cache) alongside the last trials of
@@ -10,45 +14,22 @@ before the study.
 from __future__ import annotations
 
 import math
-import re
-import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..data import find_samples
-from ..errors import ConfigError
 from ..models import VARIANTS, build_seeded_model
+from ..node_cache import NODE_BUDGET_ENV, NODE_DIR_ENV, NodeCache, format_size, node_cache, parse_size
+from .cluster import trial_request
+from .concurrency import fits_on
 
 FEATURE_BYTES = 2  # the cache stores features in fp16
-DEFAULT_SHARE = 0.8  # of the cache disk's free space, when no budget is given
-_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Bytes of a size like "64G", "64GiB", "500M" or "1024" (binary units); a ConfigError names a bad one."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ConfigError(f"cache_budget (--cache-budget) {text!r} is not a size; give e.g. 64G, 500M or 1.5T")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-
-
-def format_size(size: float) -> str:
-    """Bytes in binary units: "36.0 GiB", "7.7 MiB"."""
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size:.0f} B"
-
-
-def free_disk(folder: str | Path) -> int:
-    """Free bytes on the file system that holds `folder` (or its nearest existing parent)."""
-    folder = Path(folder).expanduser().resolve()
-    existing = next(p for p in [folder, *folder.parents] if p.exists())
-    return shutil.disk_usage(existing).free
 
 
 def bytes_per_item(variant: str, size: int) -> int:
@@ -74,11 +55,12 @@ class BackboneCache:
 
 @dataclass(frozen=True)
 class CachePlan:
-    """The backbones in the order their variants run, the budget, and the peak disk use of that order."""
+    """The backbones in the order their variants run, the budget the order keeps to, the nodes it was measured on
+    (their own budgets), and the peak disk use of that order on a node."""
 
     caches: tuple[BackboneCache, ...]
     budget: int
-    free: int
+    nodes: tuple[NodeCache, ...] = ()
 
     @property
     def peak(self) -> int:
@@ -97,30 +79,31 @@ class CachePlan:
         return next(index for index, cache in enumerate(self.caches) if variant in cache.variants)
 
     def describe(self) -> list[str]:
-        """The plan as lines: each backbone's size and fate in order, then peak, budget and free disk."""
+        """The plan as lines: each backbone's size and fate in order, the peak on a node within the budget, then
+        each node's own folder and budget."""
         lines = [f"{index + 1}. {cache.backbone:<26} {format_size(cache.bytes):>10}  "
                  f"{'cached' if cache.cached else 'LIVE (alone over the budget)'}: {', '.join(cache.variants)}"
                  for index, cache in enumerate(self.caches)]
-        lines.append(f"peak feature-cache use {format_size(self.peak)} within a budget of {format_size(self.budget)}"
-                     f" ({format_size(self.free)} free on the cache disk; all caches at once would take "
-                     f"{format_size(sum(cache.bytes for cache in self.caches))})")
-        if self.budget > self.free:
-            lines.append(f"the budget is more than the free disk: a study here keeps within "
-                         f"{format_size(self.free * DEFAULT_SHARE)} instead, or free space first")
+        budget = (f"a budget of {format_size(self.budget)}{' (the smallest node budget)' if len(self.nodes) > 1 else ''}"
+                  if self.budget < sys.maxsize else "no common budget (no node can run a trial yet)")
+        lines.append(f"peak feature-cache use per node {format_size(self.peak)} within {budget}; all caches at once "
+                     f"would take {format_size(sum(cache.bytes for cache in self.caches))}")
+        lines += [node.describe() for node in self.nodes]
+        lines.append(f"each node keeps its own copies within its own budget (set {NODE_BUDGET_ENV} / {NODE_DIR_ENV} "
+                     "where a node starts); nodes that join later measure and plan for themselves")
         return lines
 
 
-def plan_cache(variants: list[str], size: int, train_items: int, val_items: int, budget: int | None,
-               free: int) -> CachePlan:
-    """The cache plan of `variants` at `size` px for train + val items, within `budget` bytes (default: a safe
-    share of `free`), backbones in the registry's order."""
-    budget = int(free * DEFAULT_SHARE) if budget is None else budget
+def plan_cache(variants: list[str], size: int, train_items: int, val_items: int, budget: int,
+               nodes: tuple[NodeCache, ...] = ()) -> CachePlan:
+    """The cache plan of `variants` at `size` px for train + val items within `budget` bytes, backbones in the
+    registry's order; `nodes`: the nodes' own caches the budget was taken from."""
     caches = []
     for backbone in dict.fromkeys(VARIANTS[v].backbone_id for v in variants):
         members = tuple(v for v in variants if VARIANTS[v].backbone_id == backbone)
         size_on_disk = bytes_per_item(members[0], size) * (train_items + val_items)
         caches.append(BackboneCache(backbone, members, size_on_disk, size_on_disk <= budget))
-    return CachePlan(tuple(caches), budget, free)
+    return CachePlan(tuple(caches), budget, tuple(nodes))
 
 
 class CacheGate:
@@ -131,7 +114,8 @@ class CacheGate:
     trials have finished; its cache stays (a later study may reuse it) until the next backbone needs the
     room, and is then condemned: the searcher deletes it, after which the next backbone opens.
     Live backbones are always open. A backbone is building from its first trial's start until one of its
-    trials reports (its cache exists then): a trial started meanwhile would only wait for that build.
+    trials reports from some node (its cache exists there): a trial started meanwhile would likely wait for a
+    build. Which nodes built it is kept per node.
     """
 
     def __init__(self, plan: CachePlan, trials_per_variant: dict[str, int]):
@@ -141,7 +125,7 @@ class CacheGate:
         self.finished = {v: 0 for v in trials_per_variant}
         self.condemned: set[int] = set()
         self.gone: set[int] = set()
-        self.built: set[int] = set()
+        self.built: set[tuple[int, str]] = set()  # (group, node) of the caches built
 
     def replan(self, plan: CachePlan) -> None:
         """Keep to `plan` from now on: the same backbones' caches under another budget (a resumed study's)."""
@@ -182,11 +166,12 @@ class CacheGate:
     def building(self, variant: str) -> bool:
         """Whether a trial of `variant` would wait now for another trial's build of the cache it reads."""
         group = self.plan.group_of(variant)
-        return self.plan.caches[group].cached and self._begun(group) and group not in self.built
+        return (self.plan.caches[group].cached and self._begun(group)
+                and not any(built == group for built, _ in self.built))
 
-    def reported(self, variant: str) -> None:
-        """Record that a trial of `variant` reported: its backbone's cache is built."""
-        self.built.add(self.plan.group_of(variant))
+    def reported(self, variant: str, node: str) -> None:
+        """Record that a trial of `variant` reported from `node`: its backbone's cache is built there."""
+        self.built.add((self.plan.group_of(variant), node))
 
     def start(self, variant: str) -> None:
         """Count a trial of `variant` as started."""
@@ -229,15 +214,30 @@ def estimated_items(config) -> tuple[int, int]:
     return trainval * (2 if search.augment == "offline" else 1), test // 2
 
 
-def study_cache_plan(config, size: int, train_items: int, val_items: int) -> CachePlan | None:
-    """The feature-cache plan of a study with these cache items at `size` px within config.run.cache_budget
-    (default: a safe share of the cache disk's free space), or None when nothing is cached."""
+def measured_nodes(config) -> list[NodeCache]:
+    """The cache folder and budget of each alive node that can run a trial, measured on it by a task pinned there;
+    a node that does not answer within a minute is left out (it plans for itself when its trials build)."""
+    nodes = [node for node in ray.nodes() if node["Alive"] and fits_on(trial_request(config), node["Resources"])]
+    measure = ray.remote(num_cpus=0)(node_cache)
+    pending = [measure.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+        config.run.cache_dir, config.run.cache_budget, node["NodeManagerAddress"]) for node in nodes]
+    ready, _ = ray.wait(pending, num_returns=len(pending), timeout=60)
+    return ray.get(ready)
+
+
+def study_cache_plan(config, size: int, train_items: int, val_items: int,
+                     nodes: list[NodeCache] | None = None) -> CachePlan | None:
+    """The feature-cache plan of a study with these cache items at `size` px, or None when nothing is cached.
+
+    Its budget is the smallest of `nodes`' own (default: this machine's, measured here); with no node able to run
+    a trial yet (a cluster that grows), --cache-budget or else no bound: each node keeps to its own as it builds.
+    """
     if not config.search.feature_cache or not train_items:
         return None
-    free = free_disk(config.run.cache_dir)
-    budget = parse_size(config.run.cache_budget) if config.run.cache_budget else None
-    if budget is not None and budget > free:
-        print(f"[petseg] --cache-budget {config.run.cache_budget} is more than the {format_size(free)} free under "
-              f"{config.run.cache_dir}; keeping within {format_size(free * DEFAULT_SHARE)} instead", flush=True)
-        budget = None
-    return plan_cache(config.search.variants, size, train_items, val_items, budget, free)
+    if nodes is None:
+        nodes = [node_cache(config.run.cache_dir, config.run.cache_budget, "here")]
+    if nodes:
+        budget = min(node.budget for node in nodes)
+    else:
+        budget = parse_size(config.run.cache_budget) if config.run.cache_budget else sys.maxsize
+    return plan_cache(config.search.variants, size, train_items, val_items, budget, tuple(nodes))

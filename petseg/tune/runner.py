@@ -22,9 +22,11 @@ from ..data import DataSpec
 from ..errors import SearchInterrupted, StudyError
 from . import progress, stopping
 from .config import StudyConfig, load_config, lr_bounds, resolve_config
-from .cluster import check_address, trial_slots
-from .cache_plan import CacheGate, CachePlan, cache_items, study_cache_plan
-from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher, restored_searchers_use
+from .cluster import check_address, trial_request
+from .concurrency import Concurrency, LiveLimit, alive_node_resources
+from .cache_plan import CacheGate, CachePlan, cache_items, measured_nodes, study_cache_plan
+from .lost_checkpoints import remove_stand_ins, stand_in_for_lost
+from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher, searchers_run_with
 from .storage import Location, check_writable
 from .trainable import train_variant
 
@@ -47,11 +49,12 @@ def trial_dirname(trial) -> str:
 
 
 def trial_settings(config: StudyConfig, plan: CachePlan | None) -> dict:
-    """The run settings a trial reads: its CPUs (threads), DataLoader workers, cache folder, retries of its own
-    errors, and the variants the cache plan runs live."""
+    """The run settings a trial reads: its CPUs (threads), DataLoader workers, cache folder and budget (which its
+    node may override, see petseg.node_cache), retries of its own errors, and the variants the cache plan runs live."""
     run = config.run
     return {"cpus_per_trial": run.cpus_per_trial, "num_workers": run.num_workers, "cache_dir": run.cache_dir,
-            "max_failures": run.max_failures, "live_variants": plan.live_variants if plan else []}
+            "cache_budget": run.cache_budget, "max_failures": run.max_failures,
+            "live_variants": plan.live_variants if plan else []}
 
 
 def resourced_trainable(config: StudyConfig, data: DataSpec, messages, plan: CachePlan | None):
@@ -63,6 +66,13 @@ def resourced_trainable(config: StudyConfig, data: DataSpec, messages, plan: Cac
         {"cpu": config.run.cpus_per_trial, "gpu": config.run.gpus_per_trial})
 
 
+def planned_trials(config: StudyConfig, fixed: list[dict] | None) -> dict[str, int]:
+    """variant -> trials the search runs: the fixed configs' count, else the search's budget per variant."""
+    variants = config.search.variants
+    return ({v: sum(c["variant"] == v for c in fixed) for v in variants} if fixed is not None
+            else dict.fromkeys(variants, config.search.num_samples))
+
+
 def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METRIC, fixed: list[dict] | None = None,
                plan: CachePlan | None = None) -> tune.Tuner:
     """A Tuner over every selected variant with per-variant search and ASHA, both maximising `metric`.
@@ -72,8 +82,7 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
     caches are deleted once its variants are done; the plan's live variants run without a cache.
     """
     search = config.search
-    planned = ({v: sum(c["variant"] == v for c in fixed) for v in search.variants} if fixed is not None
-               else dict.fromkeys(search.variants, search.num_samples))
+    planned = planned_trials(config, fixed)
     gate = CacheGate(plan, planned) if plan is not None else None
     if fixed is not None:
         searcher, scheduler = FixedTrials(fixed, metric, MODE, gate=gate), None
@@ -90,7 +99,9 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
         resourced_trainable(config, data, messages, plan),
         param_space=config.trial_params(),
         tune_config=tune.TuneConfig(metric=metric, mode=MODE, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=sum(planned.values()), max_concurrent_trials=trial_slots(config),
+                                    # Trials at once are the searcher's to bound (run_search): Tune's own
+                                    # limit would be pickled with the study and kept on resume.
+                                    num_samples=sum(planned.values()),
                                     trial_dirname_creator=trial_dirname,
                                     # A new trial takes over a finished trial's worker process instead of
                                     # starting its own (Python, torch and petseg imported again): seconds
@@ -113,6 +124,12 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
             log_to_file=True, verbose=2 if config.run.verbose else 0,
         ),
     )
+
+
+def concurrency(config: StudyConfig) -> Concurrency:
+    """This run's bound on trials started at once (see tune.concurrency)."""
+    run = config.run
+    return Concurrency(trial_request(config), run.max_pending_trials, run.max_concurrent_trials, bool(run.address))
 
 
 def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Location]:
@@ -157,24 +174,31 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     messages = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     progress.attach(messages, config)
-    plan = study_cache_plan(config, data.size, *cache_items(data))
+    plan = study_cache_plan(config, data.size, *cache_items(data), nodes=measured_nodes(config))
     if plan is not None:
         progress.print_plan(plan)
+    bound = concurrency(config)
+    print(f"[petseg] {bound.describe(alive_node_resources())}", flush=True)
+    # Tune asks the searcher for trials while fewer than this many wait for resources; the searcher's limit is
+    # the real bound, so Tune's must not be lower (its default for a custom searcher is one).
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(sum(planned_trials(config, fixed).values()), 1))
     if resume:
+        stand_in_for_lost(path)
         tuner = tune.Tuner.restore(path.path, trainable=resourced_trainable(config, data, messages, plan),
                                    resume_unfinished=True, resume_errored=False, storage_filesystem=path.filesystem)
     else:
         tuner = make_tuner(config, data, messages, metric, fixed, plan)
     previous = signal.getsignal(signal.SIGINT)
     try:
-        with restored_searchers_use(plan), stopping.search_running():
+        with searchers_run_with(plan, LiveLimit(bound)), stopping.search_running():
             tuner.fit()
     finally:
         # Tune leaves its Ctrl-C handler installed after fit, where it would swallow a Ctrl-C during the report.
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
+        remove_stand_ins(path)
     progress.drain(messages)
-    planned = len(fixed) if fixed is not None else config.search.num_samples * len(config.search.variants)
+    planned = sum(planned_trials(config, fixed).values())
     finished = ended_trials(path)
     if finished < planned:
         raise SearchInterrupted(f"search {config.run.name!r} stopped with {finished} of its {planned} trials finished; "

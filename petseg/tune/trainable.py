@@ -19,10 +19,12 @@ from torch.utils.tensorboard import SummaryWriter
 from ..data import DataSpec, SegmentationDataset, datasets_from_spec
 from ..drawing import PALETTE, palette_for, strip
 from ..errors import NonFiniteLossError
-from ..models.checkpoints import load_trial_state, save_trial_state
+from ..models.checkpoints import TRIAL_STATE_FILE, load_trial_state, save_trial_state
+from ..node_cache import node_cache
 from ..train.engine import default_device
 from ..train.training import fit
 from .config import loader_workers
+from .lost_checkpoints import newest_complete
 
 IMAGES_LOGGED = 4
 # Every metric a search may rank by, so the final report of a diverged trial has the one Tune expects.
@@ -104,8 +106,8 @@ def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> Non
                         num_workers=loader_workers(run["num_workers"], run["cpus_per_trial"]),
                         num_classes=data.num_classes, report=report,
                         state=restored_state(tune.get_checkpoint(), say), device=default_device(), amp=config["amp"],
-                        feature_cache_dir=run["cache_dir"] if config["feature_cache"] and config["variant"]
-                        not in run["live_variants"] else None, say=say)
+                        feature_cache_dir=node_cache(run["cache_dir"], run["cache_budget"], node)
+                        if config["feature_cache"] and config["variant"] not in run["live_variants"] else None, say=say)
                 except NonFiniteLossError as err:
                     # Seeded training diverges the same way on every retry, so the trial ends here; the
                     # searcher and scheduler read `nonfinite_loss` as an error.
@@ -136,16 +138,21 @@ def run_with_retries(attempt: Callable[[int], None], failures: int, max_failures
 
 
 def restored_state(checkpoint, say) -> dict | None:
-    """The training state in the checkpoint Tune restores the trial from; None (start over, said through `say`)
-    when that checkpoint is gone: a driver killed after Tune deleted it for the next one and before the
-    experiment state naming the next one reached storage."""
+    """The training state in the checkpoint Tune restores the trial from. Where that holds none (a stand-in for
+    one deleted as the driver stopped, see tune.lost_checkpoints, or one gone or half deleted) the trial goes on
+    from its newest complete checkpoint, or starts over (None) without one; either is said through `say`."""
     if checkpoint is None:
         return None
-    if checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.NotFound:
+    state = f"{checkpoint.path}/{TRIAL_STATE_FILE}"
+    if checkpoint.filesystem.get_file_info(state).type == pyarrow.fs.FileType.File:
+        return load_trial_state(checkpoint)
+    newest = newest_complete(checkpoint.filesystem, checkpoint.path)
+    if newest is None:
         say(f"its last saved checkpoint {checkpoint.path} is gone (the driver was stopped while saving the study); "
             "the trial starts over")
         return None
-    return load_trial_state(checkpoint)
+    say(f"its checkpoint {checkpoint.path} was deleted as the driver stopped; it goes on from {newest}")
+    return load_trial_state(tune.Checkpoint(newest, checkpoint.filesystem))
 
 
 def tell(messages, line: str) -> None:

@@ -1,0 +1,71 @@
+"""Trials whose saved study names a checkpoint Tune has already deleted, made resumable from their newest one.
+
+petseg keeps one checkpoint per trial: Tune registers checkpoint N, deletes N-1, and then saves the study naming N.
+A driver killed between the delete and that save leaves a study naming the deleted N-1, and Tune's restore of
+such a trial fails ("does not exist on storage anymore") on every retry. Before a resume, stand_in_for_lost
+writes a small stand-in folder where N-1 was; the trial restored from it goes on from N (newest_complete), and
+Tune deletes the stand-in with its next checkpoint. Those no trial was restored from are removed after the search
+(remove_stand_ins); the next resume writes them again where still needed.
+"""
+from __future__ import annotations
+
+import re
+
+import pyarrow.fs
+
+from ..models.checkpoints import TRIAL_STATE_FILE
+from .storage import Location
+
+STAND_IN = "stand_in.txt"
+_CHECKPOINT = re.compile(r"^checkpoint_(\d+)$")
+
+
+def _folders(filesystem: pyarrow.fs.FileSystem, path: str) -> list[pyarrow.fs.FileInfo]:
+    infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return [info for info in infos if info.type == pyarrow.fs.FileType.Directory]
+
+
+def checkpoints(filesystem: pyarrow.fs.FileSystem, trial_folder: str) -> dict[int, str]:
+    """{index: path} of the checkpoint folders in a trial folder that hold a training state."""
+    found = {}
+    for folder in _folders(filesystem, trial_folder):
+        match = _CHECKPOINT.match(folder.base_name)
+        state = f"{folder.path}/{TRIAL_STATE_FILE}"
+        if match and filesystem.get_file_info(state).type == pyarrow.fs.FileType.File:
+            found[int(match[1])] = folder.path
+    return found
+
+
+def newest_complete(filesystem: pyarrow.fs.FileSystem, checkpoint_path: str) -> str | None:
+    """The newest checkpoint folder beside `checkpoint_path` (in its trial folder) that holds a training state."""
+    found = checkpoints(filesystem, checkpoint_path.rstrip("/").rsplit("/", 1)[0])
+    return found[max(found)] if found else None
+
+
+def stand_in_for_lost(experiment: Location) -> list[str]:
+    """Write a stand-in for the checkpoint before each trial's newest one where that is gone (see the module
+    docstring); returns the stand-ins written. Nothing is written where the study may name no lost checkpoint."""
+    written = []
+    for trial in _folders(experiment.filesystem, experiment.path):
+        found = checkpoints(experiment.filesystem, trial.path)
+        if not found or max(found) == 0:
+            continue
+        newest = max(found)
+        before = Location(experiment.filesystem, f"{trial.path}/checkpoint_{newest - 1:06d}", experiment.scheme)
+        if before.exists():
+            continue
+        (before / STAND_IN).write_text(f"Stands in for a checkpoint Tune deleted as the driver stopped; a trial "
+                                       f"restored from here goes on from checkpoint_{newest:06d}.\n")
+        written.append(str(before))
+    return written
+
+
+def remove_stand_ins(experiment: Location) -> None:
+    """Delete the stand-ins still in the study's trial folders."""
+    for trial in _folders(experiment.filesystem, experiment.path):
+        for folder in _folders(experiment.filesystem, trial.path):
+            stand_in = f"{folder.path}/{STAND_IN}"
+            if _CHECKPOINT.match(folder.base_name) and \
+                    experiment.filesystem.get_file_info(stand_in).type == pyarrow.fs.FileType.File and \
+                    not checkpoints(experiment.filesystem, trial.path).get(int(folder.base_name.split("_")[1])):
+                experiment.filesystem.delete_dir(folder.path)
