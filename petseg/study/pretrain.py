@@ -22,6 +22,7 @@ from ..report.tables import markdown_table
 from ..tune.config import StudyConfig
 from ..tune.results import best_last_checkpoints
 from ..tune.cluster import ray_session
+from ..tune.study_lock import StudyLock
 from ..tune.runner import open_study, run_search, saved_data
 from ..tune.storage import Location, check_writable
 
@@ -97,17 +98,18 @@ def pretrain_heads(config: StudyConfig, dataset: str, sbd_root: str | None = Non
     output_dir = Path(output).expanduser().resolve() if output else weights_cache_dir()
     check_writable(output_dir, "--output folder")
     config, path = open_study(config, resume)
-    with ray_session(config):
-        data = (saved_data(path).decoded_in(config.run.cache_dir) if resume
-                else prepare_pretrain_data(config, dataset, sbd_root))
-        if data.kind != dataset:
-            raise StudyError(f"study {config.run.name!r} pretrained on {data.kind}, not {dataset}; "
-                             "pass its --dataset or another --name")
-        run_search(config, data, resume, metric=METRIC)
-    table = export_heads(config, data, path, output_dir)
-    results = Path(config.run.results_dir).expanduser().resolve() / config.run.name
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    table.to_csv(results / f"{TABLE}.csv", index=False)
-    (results / f"{TABLE}.md").write_text(markdown_table(table) if len(table) else "no head finished a trial\n")
-    return table, results
+    with StudyLock(path, f"study {config.run.name!r}"):  # one driver per study, refused at once
+        with ray_session(config):
+            data = (saved_data(path).decoded_in(config.run.cache_dir) if resume
+                    else prepare_pretrain_data(config, dataset, sbd_root))
+            if data.kind != dataset:
+                raise StudyError(f"study {config.run.name!r} pretrained on {data.kind}, not {dataset}; "
+                                 "pass its --dataset or another --name")
+            run_search(config, data, resume, metric=METRIC)
+        table = export_heads(config, data, path, output_dir)
+        results = Path(config.run.results_dir).expanduser().resolve() / config.run.name
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        table.to_csv(results / f"{TABLE}.csv", index=False)
+        (results / f"{TABLE}.md").write_text(markdown_table(table) if len(table) else "no head finished a trial\n")
+        return table, results
