@@ -183,6 +183,36 @@ def test_report_rebuilds_the_same_results_from_the_storage_path(smoke):
     assert run.returncode == 2 and "holds the results of another study" in run.stderr and "--overwrite" in run.stderr
 
 
+def test_a_report_reads_damaged_results_back_from_what_survives_and_names_what_it_cannot(smoke):
+    """A killed driver can leave a finished trial's result.json empty: its rows are read back from progress.csv
+    (the same comparison, the trial named). A trial whose files both are gone makes the report partial."""
+    folder, _ = smoke
+    shutil.copytree(folder / "ray" / "smoke", folder / "ray" / "damaged")
+    trials = pd.read_csv(folder / "results" / "smoke" / "all_trials.csv")
+    best = pd.read_csv(folder / "results" / "smoke" / "comparison.csv").set_index("key")
+    emptied = trials[(trials["variant"] == "denseaspp_voc") & (trials["lr"] == best.loc["denseaspp_voc", "best_lr"])]
+    emptied = emptied["trial_id"].item()
+    lost = trials[(trials["variant"] == "fcn_resnet50") & (trials["lr"] != best.loc["fcn_resnet50", "best_lr"])]
+    lost = lost["trial_id"].iloc[0]
+    (next((folder / "ray" / "damaged").glob(f"*_{emptied}")) / "result.json").write_text("")
+    for name in ("result.json", "progress.csv"):
+        (next((folder / "ray" / "damaged").glob(f"*_{lost}")) / name).write_text("")
+    rebuilt = folder / "damaged-results"
+    run = subprocess.run([sys.executable, str(REPO / "experiments" / "report.py"), "--name", "damaged",
+                          "--storage-path", str(folder / "ray"), "--results-dir", str(rebuilt)],
+                         capture_output=True, text=True, timeout=300, cwd=folder)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "PARTIAL REPORT" in run.stdout
+    report = (rebuilt / "damaged" / "report.md").read_text()
+    assert f"trial {emptied} (recovered from progress.csv)" in report
+    assert f"reported epochs whose results no file holds any more ({lost}:" in report
+    history = pd.read_csv(rebuilt / "damaged" / "all_trials.csv").set_index("trial_id")["history"]
+    assert history[emptied] == "recovered from progress.csv" and history[lost] == "lost"
+    columns = ["key", "best_lr", "best_epoch", "val_weighted_iou", "test_weighted_iou"]
+    pd.testing.assert_frame_equal(pd.read_csv(rebuilt / "damaged" / "comparison.csv")[columns],
+                                  best.reset_index()[columns])
+
+
 def test_smoke_study_logs_scalars_and_images_to_tensorboard(smoke):
     folder, run = smoke
     experiment = folder / "ray" / "smoke"

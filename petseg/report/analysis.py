@@ -118,7 +118,7 @@ def seed_repeats(seeds_path: Location, dataset, config: StudyConfig, device: tor
     """Each variant's seed repeats (fresh seeds at its chosen lr, never the search's selected trial):
     variant -> seed -> that run's per-image test confusions [N, C, C]."""
     experiment = tune.ExperimentAnalysis(seeds_path.path, storage_filesystem=seeds_path.filesystem)
-    records = trial_records(experiment, config.search.max_epochs)
+    records = trial_records(experiment, config.search.max_epochs, seeds_path.filesystem)
     by_id = {t.trial_id: t for t in experiment.trials}
     runs: dict[str, dict[int, np.ndarray]] = {}
     for _, record in records[records["ended_by"] != "error"].sort_values("seed").iterrows():
@@ -179,15 +179,20 @@ def missing_work(config: StudyConfig, records: pd.DataFrame, scored) -> dict:
     unfinished = records.loc[~finished, "trial_id"].tolist() if len(records) else []
     never_started = max(0, config.search.num_samples * len(config.search.variants) - len(records))
     missing = [v for v in config.search.variants if v not in scored]
-    return {"partial": bool(unfinished or never_started or missing), "trials_not_started": never_started,
-            "trials_unfinished": unfinished, "variants_missing": missing, "trials_scored": len(scored)}
+    history = records["history"] if "history" in records else pd.Series("", index=records.index, dtype=str)
+    lost = records.loc[history == "lost", "trial_id"].tolist()
+    recovered = {row.trial_id: row.history for row in records.itertuples() if str(row.history).startswith("recovered")} \
+        if "history" in records else {}
+    return {"partial": bool(unfinished or never_started or missing or lost), "trials_not_started": never_started,
+            "trials_unfinished": unfinished, "variants_missing": missing, "trials_scored": len(scored),
+            "trials_lost": lost, "trials_recovered": recovered}
 
 
 def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_path: Location,
                    seeds_path: Location | None) -> dict:
     """Write every result file into the empty folder `out`; returns what the study has not done (missing_work)."""
     experiment = tune.ExperimentAnalysis(experiment_path.path, storage_filesystem=experiment_path.filesystem)
-    records = trial_records(experiment, config.search.max_epochs)
+    records = trial_records(experiment, config.search.max_epochs, experiment_path.filesystem)
     (out / "checkpoints").mkdir()
     records.to_csv(out / "all_trials.csv", index=False)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -246,10 +251,20 @@ def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_pa
     return gaps
 
 
+def recovered_lines(gaps: dict) -> list[str]:
+    """A paragraph naming the trials whose results were read from what survived of their files."""
+    recovered = gaps.get("trials_recovered") or {}
+    if not recovered:
+        return []
+    return ["Results of " + ", ".join(f"trial {trial} ({how})" for trial, how in recovered.items())
+            + ": their result.json was damaged or cut short (a killed driver), and its rows were read back from "
+            "what survived; `history` in all_trials.csv says so.", ""]
+
+
 def partial_lines(gaps: dict, names: dict[str, str]) -> list[str]:
     """The paragraph a partial report opens with: which trials did not run and which variants are missing."""
     if not gaps["partial"]:
-        return []
+        return recovered_lines(gaps)
     parts = []
     if gaps["trials_not_started"]:
         parts.append(f"{gaps['trials_not_started']} planned trial(s) never started")
@@ -257,8 +272,13 @@ def partial_lines(gaps: dict, names: dict[str, str]) -> list[str]:
         parts.append(f"{len(gaps['trials_unfinished'])} trial(s) did not finish ({', '.join(gaps['trials_unfinished'])})")
     if gaps["variants_missing"]:
         parts.append("no scored trial for " + ", ".join(names[v] for v in gaps["variants_missing"]))
+    if gaps.get("trials_lost"):
+        parts.append(f"{len(gaps['trials_lost'])} trial(s) reported epochs whose results no file holds any more "
+                     f"({', '.join(gaps['trials_lost'])}: result.json and progress.csv damaged; delete the trial's "
+                     "folder and --resume to run it again)")
     return ["**This report is partial, not the study's result:** " + "; ".join(parts) + ". The tables and verdicts "
-            "below cover only what finished; continue the study with `--resume` and the report is rebuilt.", ""]
+            "below cover only what finished; continue the study with `--resume` and the report is rebuilt.", "",
+            *recovered_lines(gaps)]
 
 
 def _predict_shown(model, dataset, device: torch.device) -> list[torch.Tensor]:

@@ -91,6 +91,6 @@ def seeds_study(config: StudyConfig) -> StudyConfig:
 def seed_trials(config: StudyConfig, path: Location) -> list[dict]:
     """Each variant's best learning rate (by val weighted mIoU) retrained with seeds seed+1 .. seed+N."""
     experiment = tune.ExperimentAnalysis(path.path, storage_filesystem=path.filesystem)
-    best = best_trials(experiment, trial_records(experiment, config.search.max_epochs))
+    best = best_trials(experiment, trial_records(experiment, config.search.max_epochs, path.filesystem))
     return [{"variant": variant, "lr": float(record["lr"]), "seed": config.search.seed + k}
             for variant, (_, record) in best.items() for k in range(1, config.search.seeds + 1)]

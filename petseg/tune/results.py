@@ -6,11 +6,14 @@ config, last_result, checkpoint, num_failures and get_error().
 """
 from __future__ import annotations
 
+import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+import pyarrow.fs
 from ray import tune
 
 from ..metrics import METRICS
@@ -42,12 +45,60 @@ def _error_reason(trial) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.DataFrame:
+def _lines(filesystem: pyarrow.fs.FileSystem, path: str) -> str:
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read().decode("utf-8", errors="replace")
+    except OSError:  # gone or unreadable: nothing survives there
+        return ""
+
+
+def surviving_history(filesystem: pyarrow.fs.FileSystem, trial_folder: str) -> tuple[pd.DataFrame, str]:
+    """What survives of a trial's reported rows in its folder, and from which file: the whole JSON lines of
+    result.json or progress.csv, whichever holds more epochs (empty and "" when neither holds any)."""
+    rows = []
+    for line in _lines(filesystem, f"{trial_folder}/result.json").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill, or damaged: the others still count
+            continue
+    from_json = pd.json_normalize(rows, sep="/") if rows else pd.DataFrame()
+    try:
+        from_csv = pd.read_csv(io.StringIO(_lines(filesystem, f"{trial_folder}/progress.csv")))
+    except (ValueError, pd.errors.ParserError):  # empty or damaged
+        from_csv = pd.DataFrame()
+    candidates = [(frame, name) for frame, name in ((from_json, "result.json"), (from_csv, "progress.csv"))
+                  if "epoch" in frame and "val_weighted_iou" in frame]
+    if not candidates:
+        return pd.DataFrame(), ""
+    return max(candidates, key=lambda pair: (pair[0]["epoch"].nunique(), pair[1] == "result.json"))
+
+
+def trial_history(experiment: tune.ExperimentAnalysis, trial, filesystem: pyarrow.fs.FileSystem
+                  ) -> tuple[pd.DataFrame | None, str]:
+    """A trial's reported rows and a note on them: "" as Tune read them; "recovered from FILE" when Tune's reading
+    lacks epochs the trial reported (a result.json emptied or cut by a kill, or damaged) and its folder has
+    them; "lost" when no file holds them."""
+    history = experiment.trial_dataframes.get(trial.trial_id)
+    reported = int((trial.last_result or {}).get("epoch", 0))
+    read = int(history["epoch"].max()) if history is not None and "epoch" in history and len(history) else 0
+    if read >= reported:
+        return history, ""
+    recovered, source = surviving_history(filesystem, trial.path)
+    if source and int(recovered["epoch"].max()) > read:
+        return recovered, f"recovered from {source}"
+    return history, "lost"
+
+
+def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int,
+                  filesystem: pyarrow.fs.FileSystem | None = None) -> pd.DataFrame:
     """One row per trial: variant, lr, how the lr was chosen, seed, epochs run, how it ended, best val metrics,
-    time, node, error."""
+    time, node, error, and whether its reported rows had to be recovered (`history`; see trial_history).
+    `filesystem`: the one the experiment is stored on (default the local one)."""
+    filesystem = filesystem or pyarrow.fs.LocalFileSystem()
     rows = []
     for trial in experiment.trials:
-        history = experiment.trial_dataframes.get(trial.trial_id)
+        history, note = trial_history(experiment, trial, filesystem)
         best = {}
         if history is not None and "val_weighted_iou" in history and history["val_weighted_iou"].notna().any():
             best = history.loc[history["val_weighted_iou"].idxmax()].to_dict()
@@ -74,6 +125,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int) -> pd.Da
             "cache_build_s": float(result.get("cache_build_s", 0.0)),
             "gpus": result.get("gpus", ""),  # CUDA_VISIBLE_DEVICES Ray gave the trial  # "cached" or "live": where the head's inputs came from
             "error": _error_reason(trial),
+            "history": note,
         })
     return pd.DataFrame(rows)
 
