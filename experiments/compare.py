@@ -15,6 +15,7 @@ from petseg.models import VARIANTS, parameter_counts
 from petseg.tune.cache_plan import estimated_items, study_cache_plan
 from petseg.tune import stopping
 from petseg.tune.cli import add_runner_flags, runner_overrides
+from petseg.tune.storage_estimate import describe_estimate
 from petseg.tune.config import (PRESETS, check_head_files, head_search_folder, missing_heads,
                                 missing_heads_message, resolve_config, resolve_head_weights, search_plan)
 
@@ -79,6 +80,7 @@ def print_plan(config) -> None:
         print(f"\nfeature caches ({train_items:,} train and {val_items:,} val items at {config.search.image_size} px), "
               "backbone by backbone:")
         print("\n".join(f"  {line}" for line in plan.describe()))
+    print(f"\n{describe_estimate(config)}")
     missing = missing_heads(config, heads)
     if missing and not config.search.allow_random_heads:
         print(f"\nthe study would stop: {missing_heads_message(config, missing)}")

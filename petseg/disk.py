@@ -144,5 +144,12 @@ def _build(folder: Path, specs, fill, meta: dict) -> None:
 
 
 def folder_size(folder: Path) -> int:
-    """Bytes used by the files under `folder`."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    """Bytes used by the files under `folder` (files deleted meanwhile, e.g. by another trial, count as 0)."""
+    total = 0
+    for root, _, files in os.walk(folder):  # os.walk skips folders that vanish while it walks
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name), follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+    return total

@@ -2,7 +2,8 @@
 
 Each node of a cluster keeps its own copies of the caches its trials read, on its own disk. Where they go and how
 much they may take is decided on that node: PETSEG_NODE_CACHE_DIR and PETSEG_NODE_CACHE_BUDGET in the environment
-of its `ray start` (so a node type with a big scratch disk says so where it is defined), else the study's
+of its `ray start` (so a node type with a big scratch disk says so where it is defined; a relative folder is
+taken from the home folder), else the study's
 --cache-dir and --cache-budget, else a safe share of what the node's cache disk holds free plus what its caches
 already take. Before a cache is built, the least recently used caches that no trial on the node reads are
 deleted until it fits; when it cannot fit, the trial runs its backbone live.
@@ -63,7 +64,8 @@ class NodeCache:
 
 def node_cache(study_folder: str, study_budget: str | None, node: str = "") -> NodeCache:
     """This node's cache folder and budget (see the module docstring), measured here."""
-    folder = Path(os.environ.get(NODE_DIR_ENV) or study_folder).expanduser().resolve()
+    # A trial runs in its own folder, so a relative PETSEG_NODE_CACHE_DIR is taken from the home folder, never there.
+    folder = (Path.home() / Path(os.environ.get(NODE_DIR_ENV) or study_folder).expanduser()).resolve()
     used = caches_size(folder)
     free = disk_free(folder)
     if os.environ.get(NODE_BUDGET_ENV):

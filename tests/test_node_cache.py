@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,8 @@ def test_the_node_budget_comes_from_its_environment_then_the_study_then_its_free
     own = node_cache(str(tmp_path), "2G", "n1")
     assert own.budget == 3 * GiB and own.folder == str(tmp_path / "scratch") and NODE_BUDGET_ENV in own.source
     assert "node n1: caches in" in own.describe() and "budget 3.0 GiB" in own.describe()
+    monkeypatch.setenv(NODE_DIR_ENV, "scratch/petseg")  # not inside whatever folder a trial runs in
+    assert node_cache(str(tmp_path), None, "n1").folder == str((Path.home() / "scratch" / "petseg").resolve())
     monkeypatch.setenv(NODE_BUDGET_ENV, "1T")  # more than the disk holds: a safe share of it instead
     assert node_cache(str(tmp_path), None, "n1").budget == int(10 * GiB * nc.DEFAULT_SHARE)
     monkeypatch.setenv(NODE_BUDGET_ENV, "lots")

@@ -8,7 +8,7 @@ from petseg.models.checkpoints import save_trial_state
 from petseg.tune.cache_plan import CacheGate, plan_cache
 from petseg.tune.config import resolve_config
 from petseg.tune.groups import VariantSearcher, searchers_run_with
-from petseg.tune.lost_checkpoints import remove_stand_ins, stand_in_for_lost
+from petseg.tune.trial_checkpoints import remove_stand_ins, stand_in_for_lost
 from petseg.tune.runner import trial_settings
 from petseg.tune.storage import Location
 from petseg.tune.trainable import restored_state

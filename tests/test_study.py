@@ -485,7 +485,7 @@ def test_a_driver_killed_mid_trial_costs_at_most_the_epoch_in_progress(tmp_path)
     epochs = [line["epoch"] for line in result_lines(experiment)]
     assert sorted(set(epochs)) == [1, 2, 3, 4, 5], epochs  # no epoch lost
     # It went on from its last checkpoint (also where Tune had deleted the one its snapshot names, see
-    # tune.lost_checkpoints): at most the last epoch the driver saw ran again.
+    # tune.trial_checkpoints): at most the last epoch the driver saw ran again.
     assert "starts over" not in resumed.stdout and epochs[saved] >= seen, (seen, saved, epochs)
 
 

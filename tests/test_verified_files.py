@@ -6,10 +6,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from ray import tune
 
 from petseg.disk import META, cached_arrays
 from petseg.errors import CheckpointError
-from petseg.models.checkpoints import TRIAL_STATE_FILE, load_trial_state, save_trial_state
+from petseg.models.checkpoints import (ENDED_STATE_FILE, TRIAL_STATE_FILE, compact_ended_state, load_trial_state,
+                                      save_trial_state)
 
 SPECS = {"features": ((64, 32), np.float16), "masks": ((64, 8), np.uint8)}
 
@@ -112,3 +114,20 @@ def test_an_unreadable_trial_state_without_a_checksum_is_named_too(tmp_path):
     (tmp_path / TRIAL_STATE_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=f"{tmp_path / TRIAL_STATE_FILE}: not a readable torch checkpoint"):
         load_trial_state(Folder(tmp_path))
+
+
+def test_an_ended_trial_keeps_its_heads_progress_and_config_and_drops_what_only_a_resume_needs(tmp_path):
+    head = {"w": torch.randn(256, 256)}
+    state = {"head": head, "optimizer": {"state": {0: {"momentum_buffer": torch.randn(256, 256)}}},
+             "scheduler": {"last_epoch": 3}, "progress": {"epoch": 3, "best_head": head}}
+    save_trial_state(tmp_path, state, {"variant": "a"})
+    checkpoint = tune.Checkpoint.from_directory(str(tmp_path))
+    freed = compact_ended_state(checkpoint)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ENDED_STATE_FILE, ENDED_STATE_FILE + ".sha256"]
+    assert freed > 256 * 256 * 4  # the momentum buffer
+    kept = load_trial_state(checkpoint)
+    assert set(kept) == {"head", "progress", "config"} and torch.equal(kept["progress"]["best_head"]["w"], head["w"])
+    assert compact_ended_state(checkpoint) == 0  # once
+    (tmp_path / ENDED_STATE_FILE).write_bytes(b"cut")
+    with pytest.raises(CheckpointError, match=f"{tmp_path / ENDED_STATE_FILE} is damaged"):
+        load_trial_state(checkpoint)

@@ -1,7 +1,8 @@
 """Every checkpoint format petseg writes and reads (always with torch.load(weights_only=True)).
 
 - trial state: `state.pt` in each Tune checkpoint: head, optimiser, scheduler, progress and the
-  trial config, so a restored trial continues where it stopped;
+  trial config, so a restored trial continues where it stopped; once the trial has ended, `ended.pt`
+  instead: the same without optimiser and scheduler (compact_ended_state);
 - best checkpoint: `results/<name>/checkpoints/<variant>.pt`: variant, lr, epoch, the best head, the
   trial config and the data spec, for the report, predict.py and evaluate.py;
 - head file: `<variant>-<first 8 hex of its sha256>.pth` in the public DenseASPP layout, `features.*`
@@ -19,8 +20,10 @@ import io
 import json
 import os
 import pickle
+import tempfile
 from pathlib import Path
 
+import pyarrow.fs
 import torch
 
 from ..data import PARTS
@@ -31,6 +34,8 @@ from .segmenter import FrozenBackboneSegmenter
 from .weights import rename_legacy_densenet_keys
 
 TRIAL_STATE_FILE = "state.pt"
+ENDED_STATE_FILE = "ended.pt"  # an ended trial's state without what only its resume needs
+RESUME_ONLY = ("optimizer", "scheduler")
 BEST_KEYS = ("variant", "lr", "epoch", "head", "config", "data")
 # Inside a best checkpoint: what model_from_config rebuilds the model with, and what inference resizes and
 # normalises photos with and evaluate.py splits the dataset with.
@@ -81,12 +86,42 @@ def save_trial_state(folder: str | Path, state: dict, config: dict) -> None:
 
 
 def load_trial_state(checkpoint) -> dict | None:
-    """The training state in a Tune checkpoint (anything with as_directory()), or None when starting fresh."""
+    """The training state in a Tune checkpoint (anything with as_directory()), or None when starting fresh; the
+    compacted state of an ended trial (compact_ended_state) where that is all it holds."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return load_verified(Path(folder) / TRIAL_STATE_FILE, "this trial's checkpoint cannot be used; rerun the "
+        path = Path(folder) / TRIAL_STATE_FILE
+        if not path.is_file() and (Path(folder) / ENDED_STATE_FILE).is_file():
+            path = Path(folder) / ENDED_STATE_FILE
+        return load_verified(path, "this trial's checkpoint cannot be used; rerun the "
                              "trial (delete its folder and --resume) or restore the file from a copy")
+
+
+def compact_ended_state(checkpoint) -> int:
+    """Rewrite an ended trial's checkpoint without what only a resume of it needs (optimizer and scheduler state),
+    keeping its heads, progress and config for the report, the seeds, predict.py and pretraining; returns the
+    bytes freed. The compact file is written (checksum last) before the full one is deleted: a kill in between
+    leaves both, and the full one is read."""
+    filesystem, folder = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    full = f"{folder}/{TRIAL_STATE_FILE}"
+    if filesystem.get_file_info(full).type == pyarrow.fs.FileType.NotFound:
+        return 0  # compacted already
+    state = load_trial_state(checkpoint)
+    before = filesystem.get_file_info(full).size
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / ENDED_STATE_FILE
+        save_verified({key: value for key, value in state.items() if key not in RESUME_ONLY}, local)
+        after = local.stat().st_size
+        for name in (ENDED_STATE_FILE, ENDED_STATE_FILE + CHECKSUM_SUFFIX):
+            pyarrow.fs.copy_files(str(Path(scratch) / name), f"{folder}/{name}",
+                                  source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=filesystem)
+    for name in (TRIAL_STATE_FILE, TRIAL_STATE_FILE + CHECKSUM_SUFFIX):
+        try:
+            filesystem.delete_file(f"{folder}/{name}")
+        except FileNotFoundError:
+            continue
+    return before - after
 
 
 def save_best_checkpoint(path: str | Path, variant: str, lr: float, epoch: int, head: dict, config: dict,

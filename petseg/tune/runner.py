@@ -25,7 +25,7 @@ from .config import StudyConfig, load_config, lr_bounds, resolve_config
 from .cluster import check_address, trial_request
 from .concurrency import Concurrency, LiveLimit, alive_node_resources
 from .cache_plan import CacheGate, CachePlan, cache_items, measured_nodes, study_cache_plan
-from .lost_checkpoints import remove_stand_ins, stand_in_for_lost
+from .trial_checkpoints import CompactEnded, remove_stand_ins, stand_in_for_lost
 from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher, searchers_run_with
 from .storage import Location, check_writable
 from .trainable import train_variant
@@ -94,7 +94,7 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
                                      grace_period=search.grace_period, reduction_factor=search.reduction_factor
                                      ) if search.asha else None
     storage = Location.at(config.run.storage_path)
-    callbacks = [progress.TrialLines(config), *([SchedulerState(scheduler)] if scheduler else [])]
+    callbacks = [progress.TrialLines(config), CompactEnded(), *([SchedulerState(scheduler)] if scheduler else [])]
     return tune.Tuner(
         resourced_trainable(config, data, messages, plan),
         param_space=config.trial_params(),

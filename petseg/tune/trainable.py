@@ -24,7 +24,7 @@ from ..node_cache import node_cache
 from ..train.engine import default_device
 from ..train.training import fit
 from .config import loader_workers
-from .lost_checkpoints import newest_complete
+from .trial_checkpoints import newest_complete
 
 IMAGES_LOGGED = 4
 # Every metric a search may rank by, so the final report of a diverged trial has the one Tune expects.
@@ -139,7 +139,7 @@ def run_with_retries(attempt: Callable[[int], None], failures: int, max_failures
 
 def restored_state(checkpoint, say) -> dict | None:
     """The training state in the checkpoint Tune restores the trial from. Where that holds none (a stand-in for
-    one deleted as the driver stopped, see tune.lost_checkpoints, or one gone or half deleted) the trial goes on
+    one deleted as the driver stopped, see tune.trial_checkpoints, or one gone or half deleted) the trial goes on
     from its newest complete checkpoint, or starts over (None) without one; either is said through `say`."""
     if checkpoint is None:
         return None

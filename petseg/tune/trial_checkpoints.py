@@ -1,4 +1,5 @@
-"""Trials whose saved study names a checkpoint Tune has already deleted, made resumable from their newest one.
+"""A study's trial checkpoints on storage: those of ended trials compacted (CompactEnded), and trials whose saved
+study names a checkpoint Tune has already deleted made resumable from their newest one.
 
 petseg keeps one checkpoint per trial: Tune registers checkpoint N, deletes N-1, and then saves the study naming N.
 A driver killed between the delete and that save leaves a study naming the deleted N-1, and Tune's restore of
@@ -12,8 +13,10 @@ from __future__ import annotations
 import re
 
 import pyarrow.fs
+from ray import tune
 
-from ..models.checkpoints import TRIAL_STATE_FILE
+from ..errors import CheckpointError
+from ..models.checkpoints import TRIAL_STATE_FILE, compact_ended_state
 from .storage import Location
 
 STAND_IN = "stand_in.txt"
@@ -69,3 +72,18 @@ def remove_stand_ins(experiment: Location) -> None:
                     experiment.filesystem.get_file_info(stand_in).type == pyarrow.fs.FileType.File and \
                     not checkpoints(experiment.filesystem, trial.path).get(int(folder.base_name.split("_")[1])):
                 experiment.filesystem.delete_dir(folder.path)
+
+
+class CompactEnded(tune.Callback):
+    """Compacts each trial's checkpoint as it ends (finished, early stopped or stopped by ASHA): only a resume of
+    the trial needs its optimizer and scheduler state, and an ended trial is never resumed."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        """Compact the ended trial's last checkpoint; a failure only costs disk, so it is said and passed over."""
+        if trial.checkpoint is None:
+            return
+        try:
+            compact_ended_state(trial.checkpoint)
+        except (CheckpointError, OSError) as err:
+            print(f"[petseg] warning: {trial.trial_id}'s checkpoint was not compacted ({err}); it keeps its full "
+                  "size", flush=True)
