@@ -233,6 +233,24 @@ def test_cache_notices_a_changed_file(pet_root_copy, tmp_path):
     assert compute_mean_std(train, 24, cache_dir=tmp_path) != before
 
 
+def test_a_file_rewritten_with_its_size_and_mtime_kept_is_noticed_only_with_verify_data(pet_root_copy, tmp_path):
+    from petseg.data.files import fingerprint, verify_contents
+    train = find_samples(pet_root_copy)["trainval"]
+    before = {verify: (verify_contents(verify), fingerprint(train, "x", with_trimaps=True))[1] for verify in (0, 1)}
+    stat = train[0].image.stat()
+    content = bytearray(train[0].image.read_bytes())
+    content[-3] ^= 0xFF  # same size; its mtime is put back below, as some sync tools do
+    train[0].image.write_bytes(bytes(content))
+    os.utime(train[0].image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    try:
+        verify_contents(False)
+        assert fingerprint(train, "x", with_trimaps=True) == before[0]  # by size and mtime: unseen
+        verify_contents(True)
+        assert fingerprint(train, "x", with_trimaps=True) != before[1]
+    finally:
+        verify_contents(False)
+
+
 def test_items_have_the_contract_shapes_and_are_normalised(pet_root):
     datasets = build_datasets(pet_root, 32, None, augment=None)
     train = datasets["train"]

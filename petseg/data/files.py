@@ -11,6 +11,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from ..disk import file_sha256
 from ..errors import DatasetError
 
 # Bump when code changes what an item holds in a way no configuration shows: how a file is decoded or a
@@ -58,12 +59,29 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize((size, size), MASK_RESAMPLE))
 
 
-def _file_state(path: Path) -> tuple[int, int] | None:
+_CONTENTS = {"verify": False}  # whether fingerprints hash file contents too (--verify-data), in this process
+# (path, size, mtime, ctime) -> sha256: a file is read again only once it changed (any write changes its ctime,
+# which no tool can set back), so a reused worker process hashes each file once.
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def verify_contents(enabled: bool) -> None:
+    """Make this process's fingerprints hash every file's contents as well as its size and mtime (--verify-data):
+    for files that can change without their modification time changing."""
+    _CONTENTS["verify"] = enabled
+
+
+def _file_state(path: Path) -> tuple | None:
     try:
         stat = path.stat()
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    if not _CONTENTS["verify"]:
+        return stat.st_size, stat.st_mtime_ns
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    return stat.st_size, stat.st_mtime_ns, _DIGESTS[key]
 
 
 def decoding() -> dict:
@@ -78,7 +96,7 @@ def fingerprint(samples: Sequence, extra: object, with_trimaps: bool) -> str:
     extra and decoding().
 
     Files are identified by (name, size, mtime), not by content: fast on 7,000 images, and any
-    rewrite of a file changes its mtime.
+    rewrite of a file changes its mtime; with verify_contents(True), by their sha256 as well.
     """
     entries = sorted((s.name, _file_state(s.image), _file_state(s.labels) if with_trimaps else None)
                      for s in samples)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..disk import file_lock
 from ..errors import DatasetError
+from .files import verify_contents
 from .normalisation import IMAGENET_MEAN, IMAGENET_STD, compute_mean_std
 from .pets import NUM_CLASSES as PETS_CLASSES
 from .pets import PetSegmentation, find_samples, make_split, scan_samples, split_samples
@@ -53,6 +54,7 @@ class DataSpec:
     download: bool = False
     synthetic: dict | None = None  # generator arguments when each node generates the tree itself
     decoded_cache_dir: str | None = None  # where images are decoded once (None: every access decodes)
+    verify_data: bool = False  # fingerprints hash file contents too (--verify-data), in every trial's process
 
     def to_json(self) -> dict:
         """A plain JSON-safe dict (saved with the study and in every best checkpoint)."""
@@ -149,6 +151,7 @@ def _seg_parts(kind: str, root: str | Path, sbd_root: str | Path | None = None) 
 def datasets_from_spec(spec: DataSpec) -> dict[str, PetSegmentation | VocAdeSegmentation]:
     """The spec's datasets, part -> dataset (augmentation on train only): Pets train / val / test,
     VOC / ADE20K train / val (255 ignored)."""
+    verify_contents(spec.verify_data)
     ensure_dataset(spec)
     augment = None if spec.augment == "none" else spec.augment
     common = dict(size=spec.size, mean=spec.mean, std=spec.std, seed=spec.seed,

@@ -34,6 +34,10 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=None,
                         help="Ray's and Tune's own console output and every trial's log lines (always in the "
                         "experiment folder)")
+    parser.add_argument("--verify-data", action="store_true", default=None,
+                        help="identify the dataset's files by their contents (sha256) as well as size and modification "
+                        "time, so caches notice files changed in place with their mtime kept (reads every file once "
+                        "per process)")
     parser.add_argument("--local-gpus", type=float, help="GPUs the local Ray advertises (default: those it finds)")
     parser.add_argument("--ray-metrics", action="store_true", default=None,
                         help="keep the local Ray's Prometheus metrics export (off by default; it listens on every "
@@ -50,5 +54,5 @@ def runner_overrides(args: argparse.Namespace) -> dict:
             "cpus_per_trial": args.cpus_per_trial,
             "max_pending_trials": args.max_pending_trials, "cache_dir": args.cache_dir, "cache_budget": args.cache_budget,
             "verbose": args.verbose,
-            "local_gpus": args.local_gpus, "ray_metrics": args.ray_metrics,
+            "local_gpus": args.local_gpus, "ray_metrics": args.ray_metrics, "verify_data": args.verify_data,
             "allow_unauthenticated_ray": args.allow_unauthenticated_ray, "overwrite": args.overwrite}

@@ -91,6 +91,8 @@ class RunConfig:
     # Peak disk for the backbones' feature caches, e.g. "64G" (None: a safe share of the cache disk's free space).
     cache_budget: str | None = None
     verbose: bool = False  # Ray's and Tune's own console output, and every trial's log lines
+    # Identify data files by their contents too (sha256), not only size and mtime, wherever caches are keyed.
+    verify_data: bool = False
     # The embedded local Ray (no address): GPUs it advertises (None: those it finds), its Prometheus
     # metrics export (off unless asked), and running it without token authentication (refused unless asked).
     local_gpus: float | None = None

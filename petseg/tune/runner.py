@@ -19,6 +19,7 @@ from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..data import DataSpec
+from ..data.files import verify_contents
 from ..errors import SearchInterrupted, StudyError
 from . import progress, stopping
 from .config import StudyConfig, load_config, lr_bounds, resolve_config
@@ -134,6 +135,7 @@ def concurrency(config: StudyConfig) -> Concurrency:
 
 def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Location]:
     """Check the study can be written, started or resumed; returns its config (saved one on resume) and folder."""
+    verify_contents(config.run.verify_data)  # the driver's own scans and fingerprints, before any is taken
     path = experiment_path(config)
     check_writable(Location.at(config.run.storage_path), "storage path")
     check_writable(Path(config.run.results_dir).expanduser().resolve(), "results folder")
@@ -159,6 +161,7 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
     that save and raises KeyboardInterrupt). On resume, this run's settings (resources, cache folder and budget)
     apply to every trial still to run.
     """
+    data = dataclasses.replace(data, verify_data=config.run.verify_data)  # this run's, also on resume
     path = experiment_path(config)
     (path / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (path / DATA_FILE).write_text(json.dumps(data.to_json()))
