@@ -347,7 +347,7 @@ def test_sigterm_stops_the_study_as_ctrl_c_does_and_exits_143(tmp_path):
     assert statuses and set(statuses.values()) - {"TERMINATED", "ERROR"}, statuses  # saved as unfinished
 
 
-def test_ctrl_c_exits_130_writes_no_comparison_and_a_moved_study_resumes_with_new_run_settings(tmp_path):
+def test_ctrl_c_exits_130_writes_no_comparison_and_a_copied_or_moved_study_resumes_where_pointed(tmp_path):
     config = write_config(tmp_path, max_epochs=3, num_samples=2, grace_period=3)
     args = ["--preset", "smoke", "--config", str(config), "--name", "stopped", "--variants", "denseaspp_voc"]
     driver = subprocess.Popen([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "ray"), *args],
@@ -376,6 +376,18 @@ def test_ctrl_c_exits_130_writes_no_comparison_and_a_moved_study_resumes_with_ne
     assert marker["partial"] and marker["trials_not_started"] + len(marker["trials_unfinished"]) >= 1
     report = tmp_path / "partial" / "stopped" / "report.md"
     assert not report.exists() or report.read_text().startswith("# Study stopped (PARTIAL: not every trial ran)")
+
+    # A copy resumes entirely where --storage-path points: the original is not written to.
+    shutil.copytree(tmp_path / "ray", tmp_path / "copy")
+    original = {path: path.stat().st_mtime_ns for path in (tmp_path / "ray").rglob("*")}
+    copied = subprocess.run([sys.executable, str(COMPARE), "--storage-path", str(tmp_path / "copy"), *args, "--resume",
+                             "--results-dir", str(tmp_path / "copy-results")],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert copied.returncode == 0, copied.stderr[-3000:]
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "ray").rglob("*")} == original
+    assert len(pd.read_csv(tmp_path / "copy-results" / "stopped" / "all_trials.csv")) == 2
+    assert not [line for line in result_lines(tmp_path / "ray" / "stopped")
+                if (line["trial_id"], line["timestamp"], line["epoch"]) not in before]
 
     # The study is moved; --resume finds it where --storage-path points and names the flag it ignores, and the
     # run flags given now (another cache folder, half a CPU per trial) are what its remaining trials run with.

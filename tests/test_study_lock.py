@@ -1,6 +1,7 @@
 """One driver per study: the lock refuses a second driver naming the holder, is taken over from a driver that is
 gone, and a driver whose lock another took stops."""
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -36,15 +37,18 @@ def test_a_second_driver_is_refused_naming_the_holder_and_may_go_on_once_it_rele
         pass
 
 
-def write_holder(folder, **fields) -> None:
+def write_holder(study, **fields) -> None:
     now = time.time()
-    record = {"host": socket.gethostname(), "pid": dead_pid(), "started": now, "beat": now, "token": "old", **fields}
-    (folder / LOCK_FILE).write_text(json.dumps(record))
+    record = {"host": socket.gethostname(), "pid": dead_pid(), "started": now, "beat": now, "token": "old",
+              "folder": str(study), **fields}
+    (study / LOCK_FILE).write_text(json.dumps(record))
 
 
-@pytest.mark.parametrize("holder", [{}, {"host": "elsewhere", "beat": time.time() - 600}, {"token": None}])
+@pytest.mark.parametrize("holder", [{}, {"host": "elsewhere", "beat": time.time() - 600}, {"token": None},
+                                    {"pid": os.getpid(), "folder": "/the/original/study"}])
 def test_a_lock_of_a_driver_that_is_gone_is_taken_over(tmp_path, capsys, holder):
-    # Its process ended on this host; another host's driver silent for 10 minutes; a damaged lock file.
+    # Its process ended on this host; another host's driver silent for 10 minutes; a damaged lock file; the lock of
+    # a live driver that came with a copy of its study.
     if holder.get("token", "") is None:
         (tmp_path / LOCK_FILE).write_text('{"host": "half wr')
     else:

@@ -2,8 +2,8 @@
 
 A second driver of the same study (two started together, a resume submitted while the first runs, a job
 retried by Kubernetes) is refused at once, naming the holder. The holder rewrites its heartbeat every
-HEARTBEAT_S seconds; its lock is taken over when it is stale: its process is gone (same host) or it has not
-beaten for STALE_S seconds (any host, e.g. a head node that died). Works alike on a folder, NFS and an object
+HEARTBEAT_S seconds; its lock is taken over when it is stale: its process is gone (same host), it has not
+beaten for STALE_S seconds (any host, e.g. a head node that died), or the lock was copied with the study. Works alike on a folder, NFS and an object
 store: the lock is written whole, read back after SETTLE_S, and checked on every beat, so of two drivers that
 wrote it together only the one whose lock stands goes on; one that finds its lock taken stops its study as
 SIGTERM would (resumable).
@@ -39,10 +39,13 @@ class Holder:
     started: float
     beat: float
     token: str
+    folder: str = ""  # the study folder it was written in: a lock found in a copy of the study is not its own
 
-    def stale(self, now: float, stale_s: float = STALE_S) -> bool:
-        """Whether the holder is gone: its process ended (on this host) or it has not beaten for stale_s."""
-        return (self.host == socket.gethostname() and not process_alive(self.pid)) or now - self.beat > stale_s
+    def stale(self, now: float, folder: str, stale_s: float = STALE_S) -> bool:
+        """Whether the holder is gone: its process ended (on this host), it has not beaten for stale_s, or the
+        lock came with a copy of the study into `folder`."""
+        return ((self.host == socket.gethostname() and not process_alive(self.pid)) or now - self.beat > stale_s
+                or self.folder != folder)
 
     def describe(self, now: float) -> str:
         """"host H, pid P, started T, last heartbeat N s ago"."""
@@ -58,7 +61,7 @@ def read_holder(lock: Location) -> Holder | None:
     try:
         return Holder(**json.loads(lock.read_text()))
     except (OSError, ValueError, TypeError):
-        return Holder(host="?", pid=0, started=0.0, beat=0.0, token="")
+        return Holder(host="?", pid=0, started=0.0, beat=0.0, token="", folder="")
 
 
 class StudyLock:
@@ -71,7 +74,7 @@ class StudyLock:
         self.heartbeat_s, self.stale_s, self.settle_s = heartbeat_s, stale_s, settle_s
         self.on_lost = on_lost or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         now = time.time()
-        self.mine = Holder(socket.gethostname(), os.getpid(), now, now, secrets.token_hex(8))
+        self.mine = Holder(socket.gethostname(), os.getpid(), now, now, secrets.token_hex(8), str(folder))
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -85,7 +88,7 @@ class StudyLock:
     def acquire(self) -> None:
         """Take the lock, or raise a StudyError naming the live driver that holds it."""
         holder = read_holder(self.lock)
-        if holder and not holder.stale(time.time(), self.stale_s):
+        if holder and not holder.stale(time.time(), self.mine.folder, self.stale_s):
             raise self.refusal(holder)
         if holder:
             print(f"[petseg] taking over the lock of {self.what} from a driver that is gone "
