@@ -15,12 +15,13 @@ import sys
 
 from petseg.data import CLASS_NAMES, PARTS
 from petseg.errors import CheckpointError, PetsegError
+from petseg.metrics import REGISTRY
 from petseg.report.labels import backbone_label, checkpoint_provenance, head_label, model_name
 from petseg.report.stats import summarize
 from petseg.train.engine import default_device, per_image_confusions
 from petseg.train.inference import checkpoint_dataset, load_best
 
-LABELS = {"pixel_accuracy": "pixel accuracy", "mean_iou": "mIoU", "weighted_iou": "weighted mIoU"}
+LABELS = {name: metric.label for name, metric in REGISTRY.items()}
 
 
 def format_summary(title: str, summary: dict) -> str:

@@ -6,10 +6,43 @@ A class present in the ground truth but never predicted correctly has IoU 0 and 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
-# The split-level scores every table, test and bootstrap reports.
-METRICS = ("pixel_accuracy", "mean_iou", "weighted_iou")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A split-level score: its name (the `val_<name>` / `test_<name>` columns), its label in tables and figures,
+    how it is computed from a batch of confusion-matrix statistics (see statistics()), and whether it is a headline
+    metric: one the paired tests and their Holm family cover. Reported-only metrics get tables and intervals."""
+
+    name: str
+    label: str
+    compute: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    headline: bool
+
+
+def _mean_over_present(values: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.where(stats["present"], values, 0.0).sum(dim=1) / stats["present"].sum(dim=1)
+
+
+# Adding a metric is one entry here. A headline one joins the Holm family of every verdict (and can change
+# verdicts); a reported one only adds columns.
+REGISTRY: dict[str, Metric] = {metric.name: metric for metric in (
+    Metric("pixel_accuracy", "pixel accuracy", lambda s: s["true_positive"].sum(dim=1) / s["total"], headline=True),
+    Metric("mean_iou", "mIoU", lambda s: _mean_over_present(s["iou"], s), headline=True),
+    # Absent classes have zero frequency; where() keeps their NaN out of the sum.
+    Metric("weighted_iou", "weighted mIoU",
+           lambda s: torch.where(s["present"], s["frequency"] * s["iou"], 0.0).sum(dim=1), headline=True),
+    # Dice (F1) per class, 2 TP / (ground truth + predicted pixels), averaged over the classes present.
+    Metric("dice", "Dice", lambda s: _mean_over_present(2 * s["true_positive"] / (s["union"] + s["true_positive"]), s),
+           headline=False),
+)}
+METRICS = tuple(REGISTRY)  # every reported metric, in table order
+HEADLINE_METRICS = tuple(name for name, metric in REGISTRY.items() if metric.headline)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -45,30 +78,29 @@ class ConfusionMatrix:
         return scores(self.matrix.cpu())
 
 
-def batch_scores(confmats: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The scores of many confusion matrices [R, C, C] at once: pixel_accuracy, mean_iou, weighted_iou [R]
-    and iou_per_class [R, C]; the one definition every petseg score (and bootstrap resample) uses."""
+def statistics(confmats: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What every metric is computed from, for confusion matrices [R, C, C]: total pixels [R]; true positives,
+    ground-truth pixels, union, IoU, class frequency and whether a class is present (in either) [R, C]."""
     confmats = confmats.double()
     total = confmats.sum(dim=(1, 2))
     true_positive = confmats.diagonal(dim1=1, dim2=2)
     gt_pixels = confmats.sum(dim=2)
     union = gt_pixels + confmats.sum(dim=1) - true_positive
-    iou = true_positive / union  # 0/0 -> NaN for a class absent from both sides
-    present = union > 0
-    frequency = gt_pixels / total[:, None]
-    return {
-        "pixel_accuracy": true_positive.sum(dim=1) / total,
-        "mean_iou": torch.where(present, iou, 0.0).sum(dim=1) / present.sum(dim=1),
-        # Absent classes have zero frequency; where() keeps their NaN out of the sum.
-        "weighted_iou": torch.where(present, frequency * iou, 0.0).sum(dim=1),
-        "iou_per_class": iou,
-    }
+    return {"total": total, "true_positive": true_positive, "gt_pixels": gt_pixels, "union": union,
+            "iou": true_positive / union,  # 0/0 -> NaN for a class absent from both sides
+            "present": union > 0, "frequency": gt_pixels / total[:, None]}
+
+
+def batch_scores(confmats: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every registered metric [R] of many confusion matrices [R, C, C] at once, and iou_per_class [R, C]; the one
+    definition every petseg score (and bootstrap resample) uses."""
+    stats = statistics(confmats)
+    return {**{name: metric.compute(stats) for name, metric in REGISTRY.items()}, "iou_per_class": stats["iou"]}
 
 
 def scores(confmat: torch.Tensor) -> dict:
-    """pixel_accuracy, mean_iou, weighted_iou (frequency-weighted) and iou_per_class of one `confmat`."""
+    """Every registered metric and iou_per_class of one `confmat`."""
     if confmat.sum() == 0:
         raise ValueError("empty confusion matrix: no pixels were scored")
     one = batch_scores(torch.as_tensor(confmat)[None])
-    return {"pixel_accuracy": float(one["pixel_accuracy"][0]), "mean_iou": float(one["mean_iou"][0]),
-            "weighted_iou": float(one["weighted_iou"][0]), "iou_per_class": one["iou_per_class"][0].tolist()}
+    return {**{name: float(one[name][0]) for name in METRICS}, "iou_per_class": one["iou_per_class"][0].tolist()}

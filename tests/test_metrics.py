@@ -78,3 +78,22 @@ def test_ignore_index_and_bad_ids():
         confusion_matrix(pred, target, 2)
     with pytest.raises(ValueError, match="empty confusion matrix"):
         scores(torch.zeros(3, 3, dtype=torch.int64))
+
+
+def test_dice_is_reported_beside_the_headline_metrics_and_never_joins_their_tests():
+    from petseg.metrics import HEADLINE_METRICS, METRICS, REGISTRY
+    from petseg.report import stats
+    from petseg.report.analysis import metrics_covered
+    from petseg.report.tables import TABLE2
+
+    confmat = torch.tensor([[5, 1, 0], [2, 7, 1], [0, 0, 0]])
+    # Dice per class: 2*5/(6+7), 2*7/(10+8), and 0 for the class only ever predicted; mean over the three.
+    assert scores(confmat)["dice"] == pytest.approx((10 / 13 + 14 / 18 + 0) / 3)
+    assert HEADLINE_METRICS == ("pixel_accuracy", "mean_iou", "weighted_iou") and "dice" in METRICS
+    assert not REGISTRY["dice"].headline and TABLE2["test_dice"] == "Dice"
+    rng = np.random.default_rng(0)
+    scored = {name: rng.integers(1, 50, size=(6, 3, 3)) for name in ("a", "b", "c")}
+    rows = stats.pairwise_tests(scored, n_resamples=200)
+    assert len(rows) == 3 * len(HEADLINE_METRICS) and {row["metric"] for row in rows} == set(HEADLINE_METRICS)
+    assert metrics_covered() == ("The verdicts cover the headline metrics (pixel accuracy, mIoU, weighted mIoU); "
+                                 "Dice is reported, not tested.")

@@ -14,7 +14,7 @@ import yaml
 from ray import tune
 
 from ..data import CLASS_NAMES, DataSpec, datasets_from_spec
-from ..metrics import scores
+from ..metrics import HEADLINE_METRICS, METRICS, REGISTRY, scores
 from ..models import VARIANTS, model_from_config, parameter_counts
 from ..models.checkpoints import save_best_checkpoint
 from ..train import timing
@@ -25,7 +25,6 @@ from ..tune.storage import Location
 from . import figures, labels, paper, results_folder, stats
 from .tables import markdown_table, paper_tables, run_details_table, with_interval, write_table
 
-METRICS = stats.METRICS
 SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
 FINISHED = ("max epochs", "early stopping", "ASHA", "error")  # how a trial that ran to its end ended (results.ended_by)
 # What a verdict is about: one trained model per variant, or the variant (training runs x test images).
@@ -414,7 +413,15 @@ def verdicts_markdown(tests: pd.DataFrame, unit: str, seeds: int | None = None) 
     better = tests[tests["verdict"] != "not distinguishable"]
     return (f"{how}. Difference = a - b with its own 95% interval; {len(tests)} tests at once, so p-values are "
             f"Holm-corrected (p_holm) and \"better\" needs p_holm < 0.05 ({len(better)} of {len(tests)}); "
-            "otherwise \"not distinguishable\".\n\n" + markdown_table(tests))
+            f"otherwise \"not distinguishable\". {metrics_covered()}\n\n" + markdown_table(tests))
+
+
+def metrics_covered() -> str:
+    """Which metrics the verdicts cover (the headline ones) and which are reported only."""
+    reported = [REGISTRY[name].label for name in METRICS if name not in HEADLINE_METRICS]
+    return (f"The verdicts cover the headline metrics ({', '.join(REGISTRY[n].label for n in HEADLINE_METRICS)})"
+            + (f"; {', '.join(reported)} {'is' if len(reported) == 1 else 'are'} reported, not tested." if reported
+               else "."))
 
 
 def suggestion_line(records: pd.DataFrame, names: dict[str, str], sampler: str) -> str:

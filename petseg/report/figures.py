@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from ..data import CLASS_NAMES
 from ..drawing import PALETTE, colourize, denormalize
 from ..models import VARIANTS
-from .stats import METRICS
+from ..metrics import METRICS, REGISTRY
 
 DPI = 100
 CELL_INCHES = 2.0  # one image of the qualitative grid
@@ -33,7 +33,7 @@ BAR_GROUP_INCHES = 1.4  # one variant's bars
 TITLE_POINTS = 10.0
 TITLE_PAD_POINTS = 4.0
 FILL = 0.85  # share of its panel's width a wrapped label may take: the rest keeps neighbours apart
-METRIC_LABELS = {"pixel_accuracy": "pixel accuracy", "mean_iou": "mIoU", "weighted_iou": "weighted mIoU"}
+METRIC_LABELS = {name: metric.label for name, metric in REGISTRY.items()}
 MARKERS = "osD^vP*X"  # a shape per variant as well as a colour, readable in grayscale
 BEST_STYLE = {"color": "C3", "linewidth": 2.5, "marker": "o", "zorder": 3}
 # Markers too: a trial stopped after one epoch is a single point, which a line alone would not draw.

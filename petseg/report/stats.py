@@ -18,7 +18,7 @@ import torch
 
 from .. import metrics
 from ..data import CLASS_NAMES
-from ..metrics import METRICS, scores
+from ..metrics import HEADLINE_METRICS, METRICS, scores
 
 
 def batch_scores(confmats: np.ndarray, metric: str) -> np.ndarray:
@@ -223,8 +223,8 @@ REPORT_RESAMPLES = 10_000  # bootstrap resamples per paired test in a study's re
 
 def pairwise_tests(scored: dict[str, np.ndarray], seed: int = 0, n_resamples: int = REPORT_RESAMPLES,
                    alpha: float = 0.05, variant_level: bool = False) -> list[dict]:
-    """Every pair of `scored` (name -> per-image confusions, or per-run ones with variant_level) and metric,
-    Holm-corrected over all of them: a, b, metric, diff, low, high, p_value, p_holm, verdict.
+    """Every pair of `scored` (name -> per-image confusions, or per-run ones with variant_level) and headline
+    metric (petseg.metrics.HEADLINE_METRICS), Holm-corrected over all of them: a, b, metric, diff, low, high, p_value, p_holm, verdict.
 
     The verdict is "A better" / "B better" only where the Holm-adjusted p-value is below alpha; the
     intervals are each test's own (unadjusted) 95% interval.
@@ -232,7 +232,7 @@ def pairwise_tests(scored: dict[str, np.ndarray], seed: int = 0, n_resamples: in
     test = paired_variant_test if variant_level else paired_test
     rows = []
     for a, b in itertools.combinations(scored, 2):
-        for metric in METRICS:
+        for metric in HEADLINE_METRICS:
             result = test(scored[a], scored[b], metric, n_resamples=n_resamples, seed=seed)
             rows.append({"a": a, "b": b, "metric": metric, **result})
     for row, adjusted in zip(rows, holm([row["p_value"] for row in rows])):

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..metrics import REGISTRY
+
 TABLE1 = {"model": "Model", "backbone": "Backbone (frozen)", "head_pretraining": "Head pretraining",
           "trainable_params": "Trainable params", "total_params": "Total params",
           "paper_trainable_params": "Paper trainable params", "diff_trainable_params": "Diff trainable params"}
@@ -17,8 +19,10 @@ TABLE2 = {"model": "Model", "test_pixel_accuracy": "Pixel acc.", "paper_pixel_ac
           "paper_weighted_iou": "Paper weighted mIoU", "diff_weighted_iou": "Diff weighted mIoU",
           "prediction_time_s": "Prediction, test set (s)",
           "paper_prediction_time_s": "Paper prediction, test set (s; hardware and protocol unknown)",
-          "test_mean_iou": "mIoU", "test_iou_pet": "IoU pet", "test_iou_background": "IoU background",
-          "test_iou_border": "IoU border"}
+          # then every other registered metric, and the per-class IoUs
+          **{f"test_{name}": metric.label for name, metric in REGISTRY.items()
+             if name not in ("pixel_accuracy", "weighted_iou")},
+          "test_iou_pet": "IoU pet", "test_iou_background": "IoU background", "test_iou_border": "IoU border"}
 # How each row of Table 2 was obtained: where it was timed, how it was trained, and what its search spent.
 RUN_DETAILS = {"model": "Model", "device": "Device", "batch_size": "Batch", "precision": "Precision",
                "prediction_ms_per_image": "Prediction (ms/image)", "best_lr": "Best lr", "epochs": "Epochs",

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..metrics import METRICS
 from ..models import VARIANTS, FrozenBackboneSegmenter, build_seeded_model
 from .engine import default_device, evaluate, train_one_epoch
 from .features import HeadOnly, backbone_fingerprint, feature_dataset
@@ -111,9 +112,7 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
                 "current_lr": scheduler.get_last_lr()[0],
                 "train_loss": train["loss"],
                 "val_loss": val["loss"],
-                "val_pixel_accuracy": val["pixel_accuracy"],
-                "val_mean_iou": val["mean_iou"],
-                "val_weighted_iou": val["weighted_iou"],
+                **{f"val_{name}": val[name] for name in METRICS},
                 "best_val_weighted_iou": progress.best_val_weighted_iou,
                 "best_epoch": progress.best_epoch,
                 "early_stopped": progress.epochs_without_improvement >= patience and progress.epoch < max_epochs,

@@ -20,6 +20,7 @@ from ..data import DataSpec, SegmentationDataset, datasets_from_spec
 from ..drawing import PALETTE, palette_for, strip
 from ..errors import NonFiniteLossError
 from ..models.checkpoints import TRIAL_STATE_FILE, load_trial_state, save_trial_state
+from ..metrics import METRICS
 from ..node_cache import node_cache
 from ..train.engine import default_device
 from ..train.training import fit
@@ -28,8 +29,7 @@ from .trial_checkpoints import newest_complete
 
 IMAGES_LOGGED = 4
 # Every metric a search may rank by, so the final report of a diverged trial has the one Tune expects.
-NAN_METRICS = {name: math.nan for name in ("val_loss", "val_pixel_accuracy", "val_mean_iou", "val_weighted_iou",
-                                           "best_val_weighted_iou")}
+NAN_METRICS = {name: math.nan for name in ("val_loss", *(f"val_{m}" for m in METRICS), "best_val_weighted_iou")}
 
 
 class ImageLogger:
