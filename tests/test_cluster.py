@@ -150,6 +150,11 @@ def test_a_study_grows_onto_a_node_that_joins_mid_study(cluster):
     try:
         wait_for(lambda: pending_placement_groups(cluster) >= 1, 300, "a trial's placement group to pend")
         assert driver.poll() is None, log.read_text()[-3000:]
+        # A second driver of the study (a job resubmitted with --resume while the first runs) is refused.
+        second = subprocess.run([sys.executable, str(COMPARE), "--preset", "smoke", "--address", cluster.address,
+                                 "--name", "two_nodes", "--storage-path", str(folder / "storage"), "--resume"],
+                                env=cluster.env, capture_output=True, text=True, timeout=120, cwd=folder)
+        assert second.returncode == 2 and "is being run by another driver (host " in second.stderr, second.stderr
         # What an autoscaler does for the pending demand; this node type keeps its caches on its own disk.
         cluster.add_worker("127.0.0.3", PETSEG_NODE_CACHE_DIR=str(folder / "node3-cache"),
                            PETSEG_NODE_CACHE_BUDGET="64M")

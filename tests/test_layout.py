@@ -5,7 +5,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "petseg"
 # Lowest first: a module may import its own layer and the layers below it, never a later one.
 LAYERS = [
-    {"errors", "disk", "metrics", "drawing"},
+    {"errors", "disk", "node_cache", "metrics", "drawing"},
     {"synthetic"},
     {"data"},
     {"models"},
@@ -14,7 +14,7 @@ LAYERS = [
     {"report"},
     {"study"},
 ]
-RAY_FREE = {"errors", "disk", "metrics", "drawing", "synthetic", "data", "models", "train"}
+RAY_FREE = {"errors", "disk", "node_cache", "metrics", "drawing", "synthetic", "data", "models", "train"}
 
 
 def unit(module: str) -> str:

@@ -73,11 +73,23 @@ def test_an_interrupted_study_is_partial_and_says_what_did_not_run():
                     ("c", "denseaspp_voc", "running"))
     gaps = missing_work(config, found, {"fcn_resnet50": object()})
     assert gaps == {"partial": True, "trials_not_started": 1, "trials_unfinished": ["c"],
-                    "variants_missing": ["denseaspp_voc"], "trials_scored": 1}
+                    "variants_missing": ["denseaspp_voc"], "trials_scored": 1, "trials_lost": [],
+                    "trials_recovered": {}}
     text = " ".join(partial_lines(gaps, {"fcn_resnet50": "FCN", "denseaspp_voc": "DenseASPP1"}))
     assert "1 planned trial(s) never started" in text and "1 trial(s) did not finish (c)" in text
     assert "no scored trial for DenseASPP1" in text and "--resume" in text
     json.dumps(gaps)  # kept in the results folder's marker
+
+
+def test_a_trial_whose_results_are_lost_makes_the_report_partial_and_a_recovered_one_is_named():
+    config = resolve_config("smoke", overrides={"variants": ["fcn_resnet50"]})
+    found = records(("a", "fcn_resnet50", "max epochs"), ("b", "fcn_resnet50", "max epochs"))
+    found["history"] = ["lost", "recovered from progress.csv"]
+    gaps = missing_work(config, found, {"fcn_resnet50": object()})
+    assert gaps["partial"] and gaps["trials_lost"] == ["a"]
+    text = " ".join(partial_lines(gaps, {"fcn_resnet50": "FCN"}))
+    assert "1 trial(s) reported epochs whose results no file holds any more (a:" in text
+    assert "trial b (recovered from progress.csv)" in text
 
 
 def test_a_study_that_ran_everything_is_not_partial():

@@ -465,8 +465,7 @@ def test_resume_after_the_driver_is_killed_loses_nothing_and_prunes_as_the_unint
 def test_a_driver_killed_mid_trial_costs_at_most_the_epoch_in_progress(tmp_path):
     """Killed while a trial is between epochs, the driver leaves a snapshot naming that trial's last checkpoint
     (Tune saves the study after every trial checkpoint): the resumed trial recomputes at most one epoch of those
-    the driver had seen, and loses none. While the driver ran, a second one was refused; the resume takes over
-    the lock of the killed one."""
+    the driver had seen, and loses none. The resume takes over the lock of the killed driver."""
     # One trial, no ASHA, the backbone live (slower epochs: a kill lands between them).
     config = write_config(tmp_path, max_epochs=5, num_samples=1, asha=False, patience=10, feature_cache=False)
     args = ["--preset", "smoke", "--config", str(config), "--variants", "denseaspp_voc", "--name", "midtrial"]
@@ -482,10 +481,8 @@ def test_a_driver_killed_mid_trial_costs_at_most_the_epoch_in_progress(tmp_path)
         while time.time() < deadline and not 2 <= len(epochs_seen()) < 5:
             assert driver.poll() is None, "the study finished before it could be interrupted"
             time.sleep(0.05)
-        second = compare(*args, "--resume", folder=tmp_path)  # a resume submitted while the driver runs
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started: a crash
         driver.wait()
-    assert second.returncode == 2 and "is being run by another driver (host " in second.stderr, second.stderr
     seen = max(epochs_seen())
     experiment = tmp_path / "ray" / "midtrial"
     saved = len(result_lines(experiment))  # the epochs the storage path shows
@@ -556,7 +553,7 @@ def test_a_tiny_cache_budget_is_kept_on_disk_and_changes_no_result(smoke, tmp_pa
         time.sleep(0.05)
     out, err = driver.communicate()
     assert driver.returncode == 0, err[-3000:]
-    assert "peak feature-cache use 7.6 MiB within a budget of 9.0 MiB" in out
+    assert "peak feature-cache use per node 7.6 MiB within a budget of 9.0 MiB" in out
     assert 0 < peak <= 9 * 2**20, peak
     trials = pd.read_csv(tmp_path / "results" / "budget" / "all_trials.csv")
     assert len(trials) == 4 and (trials["features"] == "cached").all()

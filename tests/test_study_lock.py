@@ -98,3 +98,12 @@ def test_two_drivers_writing_at_once_leave_one_holder(tmp_path):
     for lock in locks:
         lock.release()
     assert sorted(outcomes) == ["held", "refused"]
+
+
+def test_a_driver_that_wrote_nothing_but_its_lock_leaves_no_folder(tmp_path):
+    with lock_of(tmp_path / "storage" / "study"):
+        assert (tmp_path / "storage" / "study" / LOCK_FILE).is_file()
+    assert list(tmp_path.iterdir()) == []  # bad input found under the lock: nothing written
+    with lock_of(tmp_path / "storage" / "study"):
+        (tmp_path / "storage" / "study" / "experiment_state.json").write_text("{}")
+    assert list((tmp_path / "storage" / "study").iterdir()) == [tmp_path / "storage" / "study" / "experiment_state.json"]

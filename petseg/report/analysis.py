@@ -20,7 +20,7 @@ from ..models.checkpoints import save_best_checkpoint
 from ..train import timing
 from ..train.engine import default_device, per_image_confusions
 from ..tune.config import StudyConfig
-from ..tune.results import best_trials, latest_state, trial_records
+from ..tune.results import best_trials, latest_state, trial_histories, trial_records
 from ..tune.storage import Location
 from . import figures, labels, paper, results_folder, stats
 from .tables import markdown_table, paper_tables, run_details_table, with_interval, write_table
@@ -191,7 +191,8 @@ def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_pa
                    seeds_path: Location | None) -> dict:
     """Write every result file into the empty folder `out`; returns what the study has not done (missing_work)."""
     experiment = tune.ExperimentAnalysis(experiment_path.path, storage_filesystem=experiment_path.filesystem)
-    records = trial_records(experiment, config.search.max_epochs, experiment_path.filesystem)
+    found = trial_histories(experiment, experiment_path.filesystem)  # read once: the report and its figures
+    records = trial_records(experiment, config.search.max_epochs, histories=found)
     (out / "checkpoints").mkdir()
     records.to_csv(out / "all_trials.csv", index=False)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -245,7 +246,8 @@ def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_pa
     (out / "comparison.md").write_text(comparison_markdown(comparison, tests, seed_note))
     if rows:
         best_ids = {variant: record["trial_id"] for variant, (_, record) in best.items()}
-        write_report_md(out, config, comparison, tests, records, experiment, datasets["test"], shown, best_ids,
+        write_report_md(out, config, comparison, tests, records, {t: h for t, (h, _) in found.items()},
+                        datasets["test"], shown, best_ids,
                         names, paper_notes, gaps, seed_note)
     return gaps
 
@@ -439,19 +441,20 @@ def suggestion_line(records: pd.DataFrame, names: dict[str, str], sampler: str) 
 
 
 def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, tests: pd.DataFrame,
-                    records: pd.DataFrame, experiment, test_set, shown: dict, best_ids: dict[str, str],
+                    records: pd.DataFrame, histories: dict, test_set, shown: dict, best_ids: dict[str, str],
                     names: dict[str, str], paper_notes: list[str], gaps: dict, seed_note: str = "") -> Path:
     """report.md with the paper-style tables and run details (also as CSV/LaTeX), intervals, verdicts and figures;
     `names`: every variant's label, scored or not; `paper_notes`: the paragraphs saying which rows stand beside
-    the paper's figures and why the others do not; `gaps`: what the study has not done (missing_work)."""
+    the paper's figures and why the others do not; `gaps`: what the study has not done (missing_work);
+    `histories`: trial id -> its reported rows (tune.results.trial_histories)."""
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
     table1, table2 = paper_tables(comparison)
     # Every variant that ran trials has curves, also one whose trials left no checkpoint to score.
-    histories = {v: [(t, experiment.trial_dataframes[t]) for t in records.loc[records.variant == v, "trial_id"]
-                     if t in experiment.trial_dataframes and len(experiment.trial_dataframes[t])]
-                 for v in names}
-    figures.learning_curves({v: h for v, h in histories.items() if h}, best_ids, folder / "learning_curves.png",
+    curves = {v: [(t, histories[t]) for t in records.loc[records.variant == v, "trial_id"]
+                  if histories.get(t) is not None and len(histories[t])]
+              for v in names}
+    figures.learning_curves({v: h for v, h in curves.items() if h}, best_ids, folder / "learning_curves.png",
                             names)
     figures.lr_landscape(records.dropna(subset=["best_val_weighted_iou"]), folder / "lr_landscape.png", names)
     bars = comparison.rename(columns={"key": "variant"})

@@ -90,15 +90,24 @@ def trial_history(experiment: tune.ExperimentAnalysis, trial, filesystem: pyarro
     return history, "lost"
 
 
+def trial_histories(experiment: tune.ExperimentAnalysis, filesystem: pyarrow.fs.FileSystem | None = None
+                    ) -> dict[str, tuple[pd.DataFrame | None, str]]:
+    """trial id -> (reported rows, note) of every trial (trial_history); `filesystem`: the one the experiment is
+    stored on (default the local one)."""
+    filesystem = filesystem or pyarrow.fs.LocalFileSystem()
+    return {trial.trial_id: trial_history(experiment, trial, filesystem) for trial in experiment.trials}
+
+
 def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int,
-                  filesystem: pyarrow.fs.FileSystem | None = None) -> pd.DataFrame:
+                  filesystem: pyarrow.fs.FileSystem | None = None,
+                  histories: dict[str, tuple[pd.DataFrame | None, str]] | None = None) -> pd.DataFrame:
     """One row per trial: variant, lr, how the lr was chosen, seed, epochs run, how it ended, best val metrics,
     time, node, error, and whether its reported rows had to be recovered (`history`; see trial_history).
-    `filesystem`: the one the experiment is stored on (default the local one)."""
-    filesystem = filesystem or pyarrow.fs.LocalFileSystem()
+    `histories`: trial_histories(experiment, filesystem), when the caller has them."""
+    histories = histories if histories is not None else trial_histories(experiment, filesystem)
     rows = []
     for trial in experiment.trials:
-        history, note = trial_history(experiment, trial, filesystem)
+        history, note = histories[trial.trial_id]
         best = {}
         if history is not None and "val_weighted_iou" in history and history["val_weighted_iou"].notna().any():
             best = history.loc[history["val_weighted_iou"].idxmax()].to_dict()

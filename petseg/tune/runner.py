@@ -29,6 +29,7 @@ from .cache_plan import CacheGate, CachePlan, cache_items, measured_nodes, study
 from .trial_checkpoints import CompactEnded, remove_stand_ins, stand_in_for_lost
 from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher, searchers_run_with
 from .storage import Location, check_writable
+from .study_lock import StudyLock
 from .trainable import train_variant
 
 METRIC, MODE = "val_weighted_iou", "max"
@@ -142,6 +143,8 @@ def open_study(config: StudyConfig, resume: bool) -> tuple[StudyConfig, Location
     check_writable(Path(config.run.cache_dir).expanduser().resolve(), "cache dir (--cache-dir)")
     if config.run.address:
         check_address(config.run.address)  # the handshake, before the dataset is scanned or a file written
+    # A study another driver runs is named as such, before whether it may be started or resumed.
+    StudyLock(path, f"study {config.run.name!r}").check_free()
     exists = tune.Tuner.can_restore(path.path, storage_filesystem=path.filesystem)
     if resume and not exists:
         raise StudyError(f"nothing to resume at {path}; run without --resume to start study {config.run.name!r}")

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from pathlib import Path
+
 from ..errors import StudyError
 from ..node_cache import process_alive
 from .storage import Location
@@ -70,7 +72,8 @@ class StudyLock:
 
     def __init__(self, folder: Location, what: str, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S,
                  settle_s: float = SETTLE_S, on_lost: Callable[[], None] | None = None):
-        self.lock, self.what = folder / LOCK_FILE, what
+        self.folder, self.lock, self.what = folder, folder / LOCK_FILE, what
+        self.created: list[Path] = []  # folders made for the lock, deepest first (removed again if left empty)
         self.heartbeat_s, self.stale_s, self.settle_s = heartbeat_s, stale_s, settle_s
         self.on_lost = on_lost or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         now = time.time()
@@ -85,11 +88,20 @@ class StudyLock:
             f"wait for it to end or stop it (Ctrl-C, `ray job stop`), then --resume. A driver that died is taken "
             f"over once its process is gone (same host) or after {self.stale_s:.0f} s without a heartbeat")
 
-    def acquire(self) -> None:
-        """Take the lock, or raise a StudyError naming the live driver that holds it."""
+    def check_free(self) -> Holder | None:
+        """Raise a StudyError naming the live driver that holds the lock, if one does; else the stale holder
+        (None when there is none)."""
         holder = read_holder(self.lock)
         if holder and not holder.stale(time.time(), self.mine.folder, self.stale_s):
             raise self.refusal(holder)
+        return holder
+
+    def acquire(self) -> None:
+        """Take the lock, or raise a StudyError naming the live driver that holds it."""
+        holder = self.check_free()
+        if self.folder.is_local:
+            self.created = [path for path in [Path(self.folder.path), *Path(self.folder.path).parents]
+                            if not path.exists()]
         if holder:
             print(f"[petseg] taking over the lock of {self.what} from a driver that is gone "
                   f"({holder.describe(time.time())})", flush=True)
@@ -109,6 +121,11 @@ class StudyLock:
         holder = read_holder(self.lock)
         if holder and holder.token == self.mine.token:
             self.lock.unlink()
+        for folder in self.created:  # a driver stopped before its study wrote anything (bad input) leaves none
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the study wrote there
+                break
 
     def _write(self, holder: Holder) -> None:
         # Written beside the lock and moved over it, so a reader never sees half a lock.
