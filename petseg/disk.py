@@ -63,12 +63,14 @@ def disk_free(folder: Path) -> int:
 
 def cached_arrays(folder: Path, specs: dict[str, tuple[tuple[int, ...], np.dtype]],
                   fill: Callable[[dict[str, np.ndarray]], None], meta: dict,
-                  room: Callable[[int], bool] | None = None, margin: float = 1.1) -> dict[str, np.ndarray] | None:
+                  room: Callable[[int], bool] | None = None, allocated: Callable[[], None] | None = None,
+                  margin: float = 1.1) -> dict[str, np.ndarray] | None:
     """Memory-mapped arrays of `specs` {name: (shape, dtype)} in `folder`, built by `fill` if absent.
 
     Concurrent callers build once: one holds the lock and builds, the others wait and then read. A damaged
     cache (see the module docstring) is rebuilt. Returns None, building nothing, when room(bytes) says there is
-    no room for the arrays (default: the disk lacks their size times `margin`).
+    no room for the arrays (default: the disk lacks their size times `margin`). allocated() is called once the
+    build's files exist at their full size (so a reservation standing in for them can go).
     """
     if not (folder / META).is_file() or damage(folder, specs):
         with file_lock(folder.with_name(folder.name + ".lock")):
@@ -80,7 +82,7 @@ def cached_arrays(folder: Path, specs: dict[str, tuple[tuple[int, ...], np.dtype
                 needed = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in specs.values())
                 if not (room(needed) if room else disk_free(folder.parent) >= needed * margin):
                     return None
-                _build(folder, specs, fill, {**meta, "bytes": needed})
+                _build(folder, specs, fill, {**meta, "bytes": needed}, allocated)
     return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in specs}
 
 
@@ -122,7 +124,7 @@ def damage(folder: Path, specs) -> str | None:
     return None
 
 
-def _build(folder: Path, specs, fill, meta: dict) -> None:
+def _build(folder: Path, specs, fill, meta: dict, allocated: Callable[[], None] | None = None) -> None:
     # Named by host and process, so a node can tell (and delete) the half-built caches of its killed processes.
     scratch = folder.with_name(f"{folder.name}.building-{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -130,6 +132,8 @@ def _build(folder: Path, specs, fill, meta: dict) -> None:
     try:
         arrays = {name: np.lib.format.open_memmap(scratch / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
                   for name, (shape, dtype) in specs.items()}
+        if allocated:
+            allocated()
         fill(arrays)
         for array in arrays.values():
             array.flush()

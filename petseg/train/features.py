@@ -223,7 +223,7 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
     lease = Lease(folder) if node else None
     try:
         arrays = cached_arrays(folder, specs, fill, meta, room=(lambda needed: make_room(node, folder, needed))
-                               if node else None)
+                               if node else None, allocated=(lambda: release_room(folder)) if node else None)
     finally:
         if node:
             release_room(folder)
