@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,22 +184,27 @@ def last_used(cache: Path) -> float:
     return lease.stat().st_mtime if lease.exists() else (cache / "meta.json").stat().st_mtime
 
 
-def leased(cache: Path) -> bool:
-    """Whether a trial holds a lease on `cache` now."""
+@contextmanager
+def unleased(cache: Path):
+    """Yields whether no trial holds a lease on `cache`, keeping new leases out for the block while none does."""
     with open(lease_path(cache), "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
-        return False
+            yield False
+            return
+        yield True
+
+
+def leased(cache: Path) -> bool:
+    """Whether a trial holds a lease on `cache` now."""
+    with unleased(cache) as free:
+        return not free
 
 
 def evict(cache: Path) -> bool:
     """Delete `cache` unless a trial holds a lease on it; whether it was deleted."""
-    with open(lease_path(cache), "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        shutil.rmtree(cache, ignore_errors=True)
-        return True
+    with unleased(cache) as free:
+        if free:
+            shutil.rmtree(cache, ignore_errors=True)
+        return free
