@@ -71,18 +71,21 @@ def trial_with_checkpoints(trial, *epochs: int) -> None:
 
 def test_a_study_naming_a_deleted_checkpoint_resumes_its_trial_from_the_newest_one(tmp_path):
     # Tune kept one checkpoint: it wrote checkpoint_000003, deleted checkpoint_000002, and the driver died before
-    # the study naming checkpoint_000003 was saved. Another trial's snapshot names its only checkpoint.
+    # the study naming checkpoint_000003 was saved. Another trial's snapshot names a checkpoint whose upload a kill
+    # cut off (nothing on storage), a third one that is there.
     experiment = tmp_path / "study"
     trial_with_checkpoints(experiment / "a_1", 4)
-    trial_with_checkpoints(experiment / "b_2", 1)
-    (experiment / "b_2" / "events.out").write_text("")
-    written = stand_in_for_lost(Location.at(experiment))
-    assert written == [str(experiment / "a_1" / "checkpoint_000002")]
+    trial_with_checkpoints(experiment / "c_3", 2)
+    named = [tune.Checkpoint.from_directory(str(experiment / trial / f"checkpoint_{index:06d}"))
+             for trial, index in (("a_1", 2), ("b_2", 0), ("c_3", 1))]
+    written = stand_in_for_lost(Location.at(experiment), named)
+    assert written == [str(experiment / "a_1" / "checkpoint_000002"), str(experiment / "b_2" / "checkpoint_000000")]
     said = []
-    named = tune.Checkpoint.from_directory(written[0])  # what Tune restores the trial from: it now exists
-    assert restored_state(named, said.append)["progress"] == {"epoch": 4}
+    assert restored_state(named[0], said.append)["progress"] == {"epoch": 4}  # Tune's restore finds a folder
     assert "goes on from" in said[0] and said[0].endswith("checkpoint_000003")
-    assert stand_in_for_lost(Location.at(experiment)) == []  # written once
+    assert restored_state(named[1], said.append) is None and "starts over" in said[1]
+    assert stand_in_for_lost(Location.at(experiment), named) == []  # written once
     remove_stand_ins(Location.at(experiment))
     assert sorted(p.name for p in (experiment / "a_1").iterdir()) == ["checkpoint_000003"]
-    assert (experiment / "b_2" / "checkpoint_000000" / "state.pt").is_file()
+    assert list((experiment / "b_2").iterdir()) == []
+    assert (experiment / "c_3" / "checkpoint_000001" / "state.pt").is_file()

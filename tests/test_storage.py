@@ -72,6 +72,16 @@ def test_a_location_on_s3_reads_and_writes_objects_on_the_server(s3):
     assert not location.exists()
 
 
+def test_the_study_lock_holds_on_a_bucket(s3):
+    from petseg.tune.study_lock import LOCK_FILE, StudyLock
+    folder = Location.at(f"s3://{BUCKET}/locks/study")
+    with StudyLock(folder, "study 'dup'", settle_s=0.2):
+        assert server_keys(s3, "locks") == {f"locks/study/{LOCK_FILE}"}  # written whole: no scratch object left
+        with pytest.raises(StudyError, match=r"study 'dup' is being run by another driver \(host "):
+            StudyLock(folder, "study 'dup'", settle_s=0.2).acquire()
+    assert server_keys(s3, "locks") == set()
+
+
 def test_a_saved_config_reads_back_from_s3(s3):
     config = resolve_config("smoke", overrides={"storage_path": f"s3://{BUCKET}/ray", "name": "cfg"})
     saved = Location.at(config.run.storage_path) / "cfg" / "petseg_config.yaml"

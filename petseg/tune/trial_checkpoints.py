@@ -2,9 +2,11 @@
 study names a checkpoint Tune has already deleted made resumable from their newest one.
 
 petseg keeps one checkpoint per trial: Tune registers checkpoint N, deletes N-1, and then saves the study naming N.
-A driver killed between the delete and that save leaves a study naming the deleted N-1, and Tune's restore of
-such a trial fails ("does not exist on storage anymore") on every retry. Before a resume, stand_in_for_lost
-writes a small stand-in folder where N-1 was; the trial restored from it goes on from N (newest_complete), and
+A driver killed between the delete and that save leaves a study naming the deleted N-1 (on an object store, where
+the study's state is uploaded later, also a checkpoint whose upload the kill cut off), and Tune's restore of such a
+trial fails ("does not exist on storage anymore") on every retry. Before a resume, stand_in_for_lost writes a small
+stand-in folder where the named checkpoint was; the trial restored from it goes on from its newest complete one
+(newest_complete) or starts over, and
 Tune deletes the stand-in with its next checkpoint. Those no trial was restored from are removed after the search
 (remove_stand_ins); the next resume writes them again where still needed.
 """
@@ -45,21 +47,23 @@ def newest_complete(filesystem: pyarrow.fs.FileSystem, checkpoint_path: str) -> 
     return found[max(found)] if found else None
 
 
-def stand_in_for_lost(experiment: Location) -> list[str]:
-    """Write a stand-in for the checkpoint before each trial's newest one where that is gone (see the module
-    docstring); returns the stand-ins written. Nothing is written where the study may name no lost checkpoint."""
+def named_checkpoints(experiment: Location) -> list[tune.Checkpoint]:
+    """The checkpoint the saved study names for each of its trials (where one is named)."""
+    trials = tune.ExperimentAnalysis(experiment.path, storage_filesystem=experiment.filesystem).trials
+    return [trial.checkpoint for trial in trials if trial.checkpoint is not None]
+
+
+def stand_in_for_lost(experiment: Location, named: list[tune.Checkpoint] | None = None) -> list[str]:
+    """Write a stand-in for each checkpoint the saved study names (`named`, default named_checkpoints) that storage
+    no longer has (see the module docstring); returns the stand-ins written."""
     written = []
-    for trial in _folders(experiment.filesystem, experiment.path):
-        found = checkpoints(experiment.filesystem, trial.path)
-        if not found or max(found) == 0:
+    for named in named if named is not None else named_checkpoints(experiment):
+        if named.filesystem.get_file_info(named.path).type != pyarrow.fs.FileType.NotFound:
             continue
-        newest = max(found)
-        before = Location(experiment.filesystem, f"{trial.path}/checkpoint_{newest - 1:06d}", experiment.scheme)
-        if before.exists():
-            continue
-        (before / STAND_IN).write_text(f"Stands in for a checkpoint Tune deleted as the driver stopped; a trial "
-                                       f"restored from here goes on from checkpoint_{newest:06d}.\n")
-        written.append(str(before))
+        stand_in = Location(experiment.filesystem, f"{named.path.rstrip('/')}/{STAND_IN}", experiment.scheme)
+        stand_in.write_text("Stands in for a checkpoint that was gone when the study was resumed; the trial restored "
+                            "from here goes on from its newest complete checkpoint, or starts over without one.\n")
+        written.append(named.path.rstrip("/"))
     return written
 
 
