@@ -53,7 +53,7 @@ def stop(process: subprocess.Popen) -> None:
         return
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(20)
+        process.wait(5)  # a node that has not stopped by then is killed: nothing of it is read afterwards
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

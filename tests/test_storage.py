@@ -134,14 +134,14 @@ def smoke_on_s3(s3, tmp_path_factory):
     """The smoke study on s3://BUCKET/ray, its driver killed (SIGKILL, with the local Ray it started) once trials
     have saved checkpoints, then resumed to its end. Returns (folder, the resumed run's stdout)."""
     folder = tmp_path_factory.mktemp("s3study")
-    # Two of the smoke study's variants (one of each family): the storage is what is under test here.
-    args = ["--preset", "smoke", "--variants", "fcn_resnet50,denseaspp_voc", "--storage-path", f"s3://{BUCKET}/ray",
+    # One of the smoke study's variants: the storage is what is under test here.
+    args = ["--preset", "smoke", "--variants", "denseaspp_voc", "--storage-path", f"s3://{BUCKET}/ray",
             "--results-dir", str(folder / "results"), "--cache-dir", str(folder / "cache")]
     console = folder / "killed.txt"
     with console.open("w") as out:
         killed = compare(*args, folder=folder, stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 600
-        while time.time() < deadline and len(re.findall(r" epoch \d+/", console.read_text())) < 3:
+        while time.time() < deadline and len(re.findall(r" epoch \d+/", console.read_text())) < 2:
             assert killed.poll() is None, "the study finished before it could be killed"
             time.sleep(0.05)
         os.killpg(killed.pid, signal.SIGKILL)
@@ -156,9 +156,9 @@ def smoke_on_s3(s3, tmp_path_factory):
 def test_a_smoke_study_killed_and_resumed_on_s3_writes_the_full_comparison_and_keeps_everything_on_the_server(smoke_on_s3, s3):
     folder, out = smoke_on_s3
     comparison = pd.read_csv(folder / "results" / "smoke" / "comparison.csv")
-    assert len(comparison) == 2 and comparison["test_weighted_iou"].between(0, 1).all()
+    assert len(comparison) == 1 and comparison["test_weighted_iou"].between(0, 1).all()
     trials = pd.read_csv(folder / "results" / "smoke" / "all_trials.csv")
-    assert len(trials) == 4 and set(trials["ended_by"]) <= {"max epochs", "early stopping", "ASHA"}
+    assert len(trials) == 2 and set(trials["ended_by"]) <= {"max epochs", "early stopping", "ASHA"}
     # Everything is on the server: petseg's files beside Tune's state and every trial's checkpoints.
     keys = server_keys(s3, "ray/smoke")
     assert {"ray/smoke/petseg_config.yaml", "ray/smoke/petseg_data.json"} <= keys

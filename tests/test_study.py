@@ -447,9 +447,9 @@ def test_resume_after_the_driver_is_killed_loses_nothing_and_prunes_as_the_unint
     for trial_id, reported in epochs.items():
         assert sorted(set(reported)) == list(range(1, max(reported) + 1)), (trial_id, reported)  # no epoch lost
         recomputed = len(reported) - len(set(reported))
-        # A trial cut by the kill restarts from its last checkpoint: at most the epoch it was in runs again. (A kill
-        # between Tune deleting a trial's previous checkpoint and the snapshot naming its new one reaching storage
-        # makes that trial start over instead, and say so; see README, Interrupting.)
+        # A trial cut by the kill restarts from its last checkpoint: at most the epoch it was in runs again. (One
+        # whose named checkpoint is gone and that has no complete one left starts over, and says so; see README,
+        # Interrupting.)
         assert recomputed == 0 if trial_id in finished else recomputed <= 1 or restarted, (trial_id, reported)
     print(f"driver kill: {len(before) - len(finished)} of {len(before)} started trials unfinished; "
           f"epochs recomputed: {sum(len(e) - len(set(e)) for e in epochs.values())}; results lost: 0")
