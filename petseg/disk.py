@@ -124,9 +124,14 @@ def damage(folder: Path, specs) -> str | None:
     return None
 
 
+def owned_by_this_process(folder: Path, what: str) -> Path:
+    """`folder`'s sibling `<name>.<what>-<host>-<pid>`: named by host and process, so a node can tell (and delete)
+    what its killed processes left (petseg.node_cache.reap_abandoned)."""
+    return folder.with_name(f"{folder.name}.{what}-{socket.gethostname()}-{os.getpid()}")
+
+
 def _build(folder: Path, specs, fill, meta: dict, allocated: Callable[[], None] | None = None) -> None:
-    # Named by host and process, so a node can tell (and delete) the half-built caches of its killed processes.
-    scratch = folder.with_name(f"{folder.name}.building-{socket.gethostname()}-{os.getpid()}")
+    scratch = owned_by_this_process(folder, "building")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .disk import disk_free, file_lock, folder_size
+from .disk import disk_free, file_lock, folder_size, owned_by_this_process
 from .errors import ConfigError
 
 NODE_DIR_ENV, NODE_BUDGET_ENV = "PETSEG_NODE_CACHE_DIR", "PETSEG_NODE_CACHE_BUDGET"
@@ -144,7 +144,7 @@ _OWNED = re.compile(r"\.(?:reserved|building)-(?P<host>.+)-(?P<pid>\d+)$")
 
 def reservation_path(cache: Path) -> Path:
     """The folder that stands for `cache`'s bytes while this process builds it."""
-    return cache.with_name(f"{cache.name}.reserved-{_HOST}-{os.getpid()}")
+    return owned_by_this_process(cache, "reserved")
 
 
 def reap_abandoned(root: Path) -> None:

@@ -104,11 +104,11 @@ def compact_ended_state(checkpoint) -> int:
     bytes freed. The compact file is written (checksum last) before the full one is deleted: a kill in between
     leaves both, and the full one is read."""
     filesystem, folder = checkpoint.filesystem, checkpoint.path.rstrip("/")
-    full = f"{folder}/{TRIAL_STATE_FILE}"
-    if filesystem.get_file_info(full).type == pyarrow.fs.FileType.NotFound:
+    full = filesystem.get_file_info(f"{folder}/{TRIAL_STATE_FILE}")
+    if full.type == pyarrow.fs.FileType.NotFound:
         return 0  # compacted already
     state = load_trial_state(checkpoint)
-    before = filesystem.get_file_info(full).size
+    before = full.size
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / ENDED_STATE_FILE
         save_verified({key: value for key, value in state.items() if key not in RESUME_ONLY}, local)

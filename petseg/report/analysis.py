@@ -178,10 +178,10 @@ def missing_work(config: StudyConfig, records: pd.DataFrame, scored) -> dict:
     unfinished = records.loc[~finished, "trial_id"].tolist() if len(records) else []
     never_started = max(0, config.search.num_samples * len(config.search.variants) - len(records))
     missing = [v for v in config.search.variants if v not in scored]
-    history = records["history"] if "history" in records else pd.Series("", index=records.index, dtype=str)
+    history = records["history"].fillna("").astype(str) if "history" in records else pd.Series("", index=records.index)
     lost = records.loc[history == "lost", "trial_id"].tolist()
-    recovered = {row.trial_id: row.history for row in records.itertuples() if str(row.history).startswith("recovered")} \
-        if "history" in records else {}
+    recovered = dict(zip(records.loc[history.str.startswith("recovered"), "trial_id"],
+                         history[history.str.startswith("recovered")]))
     return {"partial": bool(unfinished or never_started or missing or lost), "trials_not_started": never_started,
             "trials_unfinished": unfinished, "variants_missing": missing, "trials_scored": len(scored),
             "trials_lost": lost, "trials_recovered": recovered}

@@ -114,8 +114,8 @@ class CacheGate:
     trials have finished; its cache stays (a later study may reuse it) until the next backbone needs the
     room, and is then condemned: the searcher deletes it, after which the next backbone opens.
     Live backbones are always open. A backbone is building from its first trial's start until one of its
-    trials reports from some node (its cache exists there): a trial started meanwhile would likely wait for a
-    build. Which nodes built it is kept per node.
+    trials reports (its cache exists on that trial's node): a trial started meanwhile would likely wait for a
+    build. Each node keeps its own copies within its own budget (petseg.node_cache).
     """
 
     def __init__(self, plan: CachePlan, trials_per_variant: dict[str, int]):
@@ -125,7 +125,7 @@ class CacheGate:
         self.finished = {v: 0 for v in trials_per_variant}
         self.condemned: set[int] = set()
         self.gone: set[int] = set()
-        self.built: set[tuple[int, str]] = set()  # (group, node) of the caches built
+        self.built: set[int] = set()
 
     def replan(self, plan: CachePlan) -> None:
         """Keep to `plan` from now on: the same backbones' caches under another budget (a resumed study's)."""
@@ -166,12 +166,11 @@ class CacheGate:
     def building(self, variant: str) -> bool:
         """Whether a trial of `variant` would wait now for another trial's build of the cache it reads."""
         group = self.plan.group_of(variant)
-        return (self.plan.caches[group].cached and self._begun(group)
-                and not any(built == group for built, _ in self.built))
+        return self.plan.caches[group].cached and self._begun(group) and group not in self.built
 
-    def reported(self, variant: str, node: str) -> None:
-        """Record that a trial of `variant` reported from `node`: its backbone's cache is built there."""
-        self.built.add((self.plan.group_of(variant), node))
+    def reported(self, variant: str) -> None:
+        """Record that a trial of `variant` reported: its backbone's cache is built (on that trial's node)."""
+        self.built.add(self.plan.group_of(variant))
 
     def start(self, variant: str) -> None:
         """Count a trial of `variant` as started."""

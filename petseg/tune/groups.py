@@ -64,7 +64,7 @@ class _StateSearcher(Searcher):
         """Remember the feature-cache folders (and their node) a trial's variant reads, to delete them later."""
         if trial_id in self.trial_variant:
             if self.gate is not None:
-                self.gate.reported(self.trial_variant[trial_id], result.get("node", ""))
+                self.gate.reported(self.trial_variant[trial_id])
             for folder in result.get("feature_caches") or ():
                 self.caches.setdefault(self.trial_variant[trial_id], set()).add((result.get("node", ""), folder))
 

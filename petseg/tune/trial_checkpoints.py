@@ -68,13 +68,12 @@ def stand_in_for_lost(experiment: Location, named: list[tune.Checkpoint] | None 
 
 
 def remove_stand_ins(experiment: Location) -> None:
-    """Delete the stand-ins still in the study's trial folders."""
+    """Delete the stand-ins still in the study's trial folders (a stand-in is written only where no checkpoint
+    was, and Tune never writes into an existing one, so its folder holds nothing else)."""
     for trial in _folders(experiment.filesystem, experiment.path):
         for folder in _folders(experiment.filesystem, trial.path):
-            stand_in = f"{folder.path}/{STAND_IN}"
-            if _CHECKPOINT.match(folder.base_name) and \
-                    experiment.filesystem.get_file_info(stand_in).type == pyarrow.fs.FileType.File and \
-                    not checkpoints(experiment.filesystem, trial.path).get(int(folder.base_name.split("_")[1])):
+            stand_in = experiment.filesystem.get_file_info(f"{folder.path}/{STAND_IN}")
+            if _CHECKPOINT.match(folder.base_name) and stand_in.type == pyarrow.fs.FileType.File:
                 experiment.filesystem.delete_dir(folder.path)
 
 
