@@ -46,10 +46,11 @@ class Concurrency:
     def describe(self, nodes: list[dict[str, float]]) -> str:
         """One line for the console: what the nodes fit now, what pends beyond it, and the cap."""
         fit = sum(fits_on(self.request, resources) for resources in nodes)
-        pending = (f"{self.pending} pending" if self.pending is not None
-                   else "one node's worth pending" if self.on_cluster else "none pending (a local Ray cannot grow)")
+        pending = (f"{self.pending} pending beyond them" if self.pending is not None
+                   else "one node's worth pending beyond them" if self.on_cluster
+                   else "none pending beyond them (a local Ray cannot grow)")
         cap = f", at most {self.cap}" if self.cap else ""
-        return (f"trials at once: {fit} that the {len(nodes)} node(s) fit now, {pending} beyond them{cap}; "
+        return (f"trials at once: {fit} that the {len(nodes)} node(s) fit now, {pending}{cap}; "
                 "recounted as nodes join or leave")
 
 
