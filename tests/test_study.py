@@ -531,13 +531,14 @@ def disk_use(folder: Path) -> int:
     """Bytes of the caches under `folder` now (files vanishing mid-walk count as gone); a build's reservation
     (a sparse file that stands in for the build until its own files exist) takes no disk and is left out."""
     total = 0
-    for path in folder.rglob("*"):
-        if ".reserved-" in str(path):
-            continue
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except OSError:
-            pass
+    for root, _, files in os.walk(folder):  # os.walk skips a folder eviction removes mid-walk; rglob raises
+        for name in files:
+            if ".reserved-" in name or ".reserved-" in root:
+                continue
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
     return total
 
 
