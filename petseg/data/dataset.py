@@ -53,6 +53,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
         copies = [f"{s.name}.aug{self.seed}" for s in self.samples] if self.augment == "offline" else []
         return [s.name for s in self.samples] + copies
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """One name per class id; datasets with named classes override it (the class index otherwise)."""
+        return tuple(str(index) for index in range(self.num_classes))
+
     def load_pair(self, sample) -> tuple[Image.Image, np.ndarray]:
         """A sample's RGB image and its class-id mask at full size; each dataset reads its own format."""
         raise NotImplementedError

@@ -186,6 +186,7 @@ class PetSegmentation(SegmentationDataset):
 
     mask_fill = BACKGROUND
     num_classes = NUM_CLASSES
+    class_names = CLASS_NAMES
 
     def load_pair(self, sample: Sample) -> tuple[Image.Image, np.ndarray]:
         """The sample's RGB image and trimap class ids."""

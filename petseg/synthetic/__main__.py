@@ -2,6 +2,7 @@
 
     python -m petseg.synthetic --root data/synthetic --num-images 24 --size 96 --seed 0        # Oxford-IIIT Pet
     python -m petseg.synthetic --kind voc --root data/voc --num-images 16 --size 64 --seed 0   # or sbd, ade20k
+    python -m petseg.synthetic --kind folder --root data/shapes --num-images 24 --size 64     # a folder dataset
 """
 from __future__ import annotations
 
