@@ -26,7 +26,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="defaults to start from")
     parser.add_argument("--config", help="YAML file overriding the preset")
     parser.add_argument("--variants", help=f"comma-separated keys (default all: {','.join(VARIANTS)})")
-    parser.add_argument("--data-root", help="folder holding oxford-iiit-pet/")
+    parser.add_argument("--dataset", choices=("pets", "folder"), help="pets (default): Oxford-IIIT Pet; folder: your own "
+                        "dataset as DIR/images/, DIR/masks/ and DIR/classes.txt (README, Your own dataset)")
+    parser.add_argument("--data-root", help="folder holding oxford-iiit-pet/, or the folder dataset (with --dataset "
+                        "folder); given, it replaces a preset's generated dataset")
     parser.add_argument("--download", action="store_true", default=None, help="download the dataset if absent")
     add_runner_flags(parser)
     parser.add_argument("--seeds", type=int, help="retrain each variant's best lr with N more seeds (mean ± std)")
@@ -42,7 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace):
     """Resolve preset + YAML + flags into a StudyConfig."""
     variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
-    overrides = {**runner_overrides(args), "variants": variants, "data_root": args.data_root,
+    # A data root you give is the data, even under a preset that generates its own.
+    generated = 0 if args.data_root is not None else None
+    overrides = {**runner_overrides(args), "variants": variants, "data_root": args.data_root, "dataset": args.dataset,
+                 "synthetic_images": generated,
                  "download": args.download, "seeds": args.seeds, "head_weights": args.head_weights,
                  "allow_random_heads": args.allow_random_heads}
     return resolve_config(args.preset, args.config, overrides)

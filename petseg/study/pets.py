@@ -1,4 +1,4 @@
-"""The Pets study: the data spec and head files checked in the driver, one Tune run over every variant
+"""The study (Oxford-IIIT Pet or a folder dataset): the data spec and head files checked in the driver, one Tune run over every variant
 (fair per variant), optional seed repeats, then the report."""
 from __future__ import annotations
 
@@ -19,18 +19,22 @@ from ..tune.runner import experiment_path, open_study, run_search, saved_data
 from ..tune.storage import Location
 
 
+WHAT_ROOT_HOLDS = {"pets": "the folder holding oxford-iiit-pet/ (add --download to fetch it)",
+                   "folder": "the folder holding images/, masks/ and classes.txt"}
+
+
 def dataset_root(config: StudyConfig) -> Path:
     """The dataset root: generated under the cache dir (smoke preset), or config.search.data_root."""
-    if config.search.synthetic_images:
+    search = config.search
+    if search.synthetic_images:
         return Path(config.run.cache_dir).expanduser().resolve() / "synthetic" / (
-            f"pets-{config.search.synthetic_images}-{config.search.image_size}-{config.search.seed}")
-    if config.search.data_root is None:
-        raise StudyError("no dataset: pass --data-root DIR (the folder holding oxford-iiit-pet/; add "
-                         "--download to fetch it) or use --preset smoke for a generated dataset")
-    root = Path(config.search.data_root).expanduser().resolve()
-    if not root.is_dir() and not config.search.download:
-        raise StudyError(f"data root {root} does not exist; pass the folder holding oxford-iiit-pet/ "
-                         "or add --download to fetch the dataset there")
+            f"{search.dataset}-{search.synthetic_images}-{search.image_size}-{search.seed}")
+    if search.data_root is None:
+        raise StudyError(f"no dataset: pass --data-root DIR ({WHAT_ROOT_HOLDS[search.dataset]}) or use --preset smoke "
+                         "for a generated dataset")
+    root = Path(search.data_root).expanduser().resolve()
+    if not root.is_dir() and not search.download:
+        raise StudyError(f"data root {root} does not exist; pass {WHAT_ROOT_HOLDS[search.dataset]}")
     return root
 
 
@@ -41,9 +45,10 @@ def prepare_data(config: StudyConfig) -> DataSpec:
     synthetic = ({"num_images": search.synthetic_images, "size": search.image_size, "seed": search.seed}
                  if search.synthetic_images else None)
     try:
-        return make_data_spec("pets", dataset_root(config), size=search.image_size, augment=search.augment,
+        return make_data_spec(search.dataset, dataset_root(config), size=search.image_size, augment=search.augment,
                               seed=search.seed, download=search.download, synthetic=synthetic,
-                              cache_dir=config.run.cache_dir, decoded_cache=search.decoded_cache)
+                              cache_dir=config.run.cache_dir, decoded_cache=search.decoded_cache,
+                              split_ratio=tuple(search.split_ratio))
     except DatasetError as err:
         raise StudyError(str(err)) from err
 

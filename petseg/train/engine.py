@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import IGNORE, NUM_CLASSES, PetSegmentation, load_trimap
+from ..data import IGNORE, NUM_CLASSES, SegmentationDataset
 from ..errors import NonFiniteLossError
 from ..metrics import ConfusionMatrix, confusion_matrix
 
@@ -103,33 +103,35 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, a
 
 
 @torch.no_grad()
-def per_image_confusions(model: nn.Module, dataset: PetSegmentation, device: torch.device, batch_size: int,
-                         original_size: bool = False, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """int64 [N, C, C] confusion matrix of each dataset item, in order (rows = ground truth).
+def per_image_confusions(model: nn.Module, dataset: SegmentationDataset, device: torch.device, batch_size: int,
+                         original_size: bool = False, num_classes: int | None = None) -> np.ndarray:
+    """int64 [N, C, C] confusion matrix of each dataset item, in order (rows = ground truth; C: the dataset's
+    classes unless given; pixels labelled IGNORE are not scored).
 
     By default at the dataset's size (masks resized nearest, as in training). With original_size,
-    each image's logits are upsampled bilinearly to its original size and scored on its full trimap.
+    each image's logits are upsampled bilinearly to its original size and scored on its full mask.
     """
+    num_classes = num_classes or getattr(dataset, "num_classes", NUM_CLASSES)
     if original_size and dataset.augment is not None:
         raise ValueError(f"original_size needs an unaugmented dataset (augment={dataset.augment!r}): "
-                         "augmented copies have no original trimap")
+                         "augmented copies have no original mask")
     model.eval()
     matrices = []
     for images, masks in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         images = images.to(device, non_blocking=True)
         if original_size:
             samples = dataset.samples[len(matrices):len(matrices) + len(images)]
-            matrices += [_full_size_confusion(model, image, s.trimap, num_classes, device)
+            matrices += [_full_size_confusion(model, image, dataset.load_pair(s)[1], num_classes, device)
                          for image, s in zip(images, samples)]
         else:
             with autocast(device):
                 predictions = model(images).argmax(dim=1)
-            matrices += [confusion_matrix(p, m.to(device), num_classes) for p, m in zip(predictions, masks)]
+            matrices += [confusion_matrix(p, m.to(device), num_classes, IGNORE) for p, m in zip(predictions, masks)]
     return torch.stack(matrices).cpu().numpy() if matrices else np.zeros((0, num_classes, num_classes), np.int64)
 
 
-def _full_size_confusion(model, image: torch.Tensor, trimap_path, num_classes: int, device) -> torch.Tensor:
-    truth = torch.from_numpy(load_trimap(trimap_path)).to(device)
+def _full_size_confusion(model, image: torch.Tensor, mask: np.ndarray, num_classes: int, device) -> torch.Tensor:
+    truth = torch.from_numpy(mask).to(device)
     with autocast(device):
         prediction = model(image[None], size=tuple(truth.shape)).argmax(dim=1)[0]
-    return confusion_matrix(prediction, truth, num_classes)
+    return confusion_matrix(prediction, truth, num_classes, IGNORE)

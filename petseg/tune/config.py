@@ -20,6 +20,7 @@ from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
 from .storage import Location
 from .yaml_file import read_yaml
 
+STUDY_DATASETS = ("pets", "folder")  # the layouts a study reads (petseg.data.spec.STUDY_KINDS)
 SEEDS_SUFFIX = "-seeds"  # a study's seed repeats are the Ray experiment <name>-seeds
 # A folder name holds 255 bytes; Ray's own files and petseg's suffixes need room beside the study's name.
 MAX_NAME_BYTES = 200
@@ -31,8 +32,10 @@ class SearchConfig:
 
     preset: str = "paper"  # which preset the defaults came from (set by resolve_config; "paper" is compared to the paper)
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    dataset: str = "pets"  # "pets" (Oxford-IIIT Pet) or "folder" (images/, masks/, classes.txt under data_root)
     data_root: str | None = None
     download: bool = False
+    split_ratio: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.25])  # folder without splits/
     synthetic_images: int = 0  # > 0: generate a dataset of this many images under the cache dir
     image_size: int = 256
     batch_size: int = 8
@@ -361,6 +364,14 @@ def validate(config: StudyConfig) -> None:
     if config.run.max_worker_losses < 0:
         raise ConfigError(f"max_worker_losses must be 0 or more (restarts of a trial whose node was lost), got "
                           f"{config.run.max_worker_losses}; a negative value would restart a trial forever")
+    if config.search.dataset not in STUDY_DATASETS:
+        raise ConfigError(f"dataset (--dataset) must be one of {', '.join(STUDY_DATASETS)}, got {config.search.dataset!r}")
+    if config.search.download and config.search.dataset != "pets":
+        raise ConfigError(f"download (--download) fetches Oxford-IIIT Pet only; a {config.search.dataset} dataset is "
+                          "read from --data-root as it is")
+    ratio = config.search.split_ratio
+    if len(ratio) != 3 or min(ratio) <= 0 or abs(sum(ratio) - 1) > 1e-6:
+        raise ConfigError(f"split_ratio must be three fractions above 0 (train, val, test) adding up to 1, got {ratio}")
     if config.search.synthetic_images and config.search.synthetic_images < 4:
         raise ConfigError(f"synthetic_images must be 0 (a real dataset) or at least 4 (one image for each of train, "
                           f"val and test, and a spare), got {config.search.synthetic_images}")

@@ -97,7 +97,7 @@ def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> Non
                 last_epoch = metrics["epoch"]
 
             with warnings.catch_warnings():
-                if data.kind != "pets":  # pretraining the head is the point: its random init is expected
+                if data.pretraining:  # pretraining the head is the point: its random init is expected
                     warnings.filterwarnings("ignore", message=".*no head_weights given", category=UserWarning)
                 try:
                     fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
