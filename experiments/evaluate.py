@@ -5,7 +5,7 @@
 The split's image names come from the checkpoint's data spec, the files from --data-root. Scores
 are printed twice: at the checkpoint's image size (masks resized nearest, as in training and in
 comparison.csv) and at each image's original resolution (logits upsampled bilinearly, scored
-against the full trimap), each with 95% bootstrap confidence intervals over the images.
+against the full mask), each with 95% bootstrap confidence intervals over the images.
 Exit code 2 for an unusable checkpoint or data root.
 """
 from __future__ import annotations
@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from petseg.data import CLASS_NAMES, PARTS
+from petseg.data import PARTS
 from petseg.errors import CheckpointError, PetsegError
 from petseg.metrics import REGISTRY
 from petseg.report.labels import backbone_label, checkpoint_provenance, head_label, model_name
 from petseg.report.stats import summarize
 from petseg.train.engine import default_device, per_image_confusions
-from petseg.train.inference import checkpoint_dataset, load_best
+from petseg.train.inference import checkpoint_classes, checkpoint_dataset, load_best
 
 LABELS = {name: metric.label for name, metric in REGISTRY.items()}
 
@@ -30,7 +30,8 @@ def format_summary(title: str, summary: dict) -> str:
     for metric, label in LABELS.items():
         lines.append(f"  {label:<15} {summary[metric]:.4f}  "
                      f"(95% CI {summary[f'{metric}_low']:.4f} - {summary[f'{metric}_high']:.4f})")
-    lines.append("  IoU per class   " + ", ".join(f"{name} {summary[f'iou_{name}']:.4f}" for name in CLASS_NAMES))
+    names = [key.removeprefix("iou_") for key in summary if key.startswith("iou_")]
+    lines.append("  IoU per class   " + ", ".join(f"{name} {summary[f'iou_{name}']:.4f}" for name in names))
     return "\n".join(lines)
 
 
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a best checkpoint, results/NAME/checkpoints/<variant>.pt")
-    parser.add_argument("--data-root", required=True, help="directory containing oxford-iiit-pet/")
+    parser.add_argument("--data-root", required=True,
+                        help="the dataset: directory containing oxford-iiit-pet/, or a folder study's dataset folder")
     parser.add_argument("--split", default="test", choices=PARTS, help="which part of the checkpoint's split")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: the study's)")
     args = parser.parse_args(argv)
@@ -62,17 +64,17 @@ def main(argv=None) -> int:
     except PetsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    size = dataset.size
+    size, classes = dataset.size, checkpoint_classes(checkpoint)
     provenance = checkpoint_provenance(checkpoint)
     print(f"{args.checkpoint}: {model_name(provenance)} ({checkpoint['variant']}), "
           f"lr {checkpoint['lr']:.3g}, epoch {checkpoint['epoch']}")
     print(f"backbone {backbone_label(provenance)}, head {head_label(provenance)}")
     print(f"{args.split} split: {len(dataset)} images under {args.data_root}, device {device}\n")
     print(format_summary(f"at {size}x{size}, the checkpoint's size (masks resized nearest, as in training)",
-                         summarize(at_size)))
+                         summarize(at_size, class_names=classes)))
     print()
     print(format_summary("at original resolution (logits upsampled bilinearly to each image's size)",
-                         summarize(at_original)))
+                         summarize(at_original, class_names=classes)))
     return 0
 
 

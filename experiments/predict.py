@@ -10,7 +10,7 @@ kept; photos within the cap get exactly their full-size masks). Masks are uint8,
 drawn at the panel's display size (at most 1024 pixels high and 4096 wide per photo), so beyond the
 decoded photo itself (3 bytes a pixel) a 100-megapixel photo needs no more memory than a 4-megapixel
 one: under 200 MB with six variants. DIR/<photo name>.png shows the photo, then one overlay per
-variant (pet, background and border colours blended in); the time each variant took per photo is
+variant (each class's colour blended in; a legend names them); the time each variant took per photo is
 printed (after one untimed warm-up pass per model). A photo that cannot be read is named on stderr
 and skipped: exit code 1 if any was, 0 otherwise, 2 for unusable checkpoints or flags. Repeat
 --checkpoint for several files; it can be combined with --study.
@@ -22,12 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from petseg.data import CLASS_NAMES
 from petseg.drawing import comparison_panel
-from petseg.errors import DatasetError, PetsegError
+from petseg.errors import CheckpointError, DatasetError, PetsegError
 from petseg.report.labels import checkpoint_provenance, model_name
 from petseg.train.engine import default_device
-from petseg.train.inference import load_best, load_photo, predict_photo, study_checkpoints, warm_up
+from petseg.train.inference import (checkpoint_classes, load_best, load_photo, predict_photo, study_checkpoints,
+                                    warm_up)
 
 
 def parse_args(argv):
@@ -58,19 +58,24 @@ def output_path(folder: Path, photo: Path, used: set[str]) -> Path:
     return folder / name
 
 
-def load_models(args, device) -> list[tuple[str, object, dict]]:
-    """(caption, warmed-up model, data spec) per checkpoint, captioned with the report's label; a label used twice
-    gets its study's name."""
+def load_models(args, device) -> tuple[list[tuple[str, object, dict]], tuple[str, ...]]:
+    """(caption, warmed-up model, data spec) per checkpoint, captioned with the report's label (a label used twice
+    gets its study's name), and the class names they all predict."""
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     paths = (study_checkpoints(args.study, variants) if args.study else []) + [Path(p) for p in args.checkpoint]
     loaded = [(path, *load_best(path, device)) for path in paths]
+    classes = {path: checkpoint_classes(checkpoint) for path, _, checkpoint in loaded}
+    if len(set(classes.values())) > 1:
+        listing = "; ".join(f"{path}: {', '.join(names)}" for path, names in classes.items())
+        raise CheckpointError(f"the checkpoints predict different classes ({listing}); run the checkpoints of one "
+                              "dataset together")
     names = [model_name(checkpoint_provenance(checkpoint)) for _, _, checkpoint in loaded]
     models = []
     for name, (path, model, checkpoint) in zip(names, loaded):
         caption = f"{name} ({path.parent.parent.name})" if names.count(name) > 1 else name
         warm_up(model, checkpoint["data"]["size"], device)
         models.append((caption, model, checkpoint["data"]))
-    return models
+    return models, next(iter(classes.values()))
 
 
 def segment(image, models, device) -> tuple[dict, list[str]]:
@@ -91,7 +96,7 @@ def main(argv=None) -> int:
     device = default_device()
     output = Path(args.output)
     try:
-        models = load_models(args, device)
+        models, class_names = load_models(args, device)
         output.mkdir(parents=True, exist_ok=True)
     except (PetsegError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -107,7 +112,7 @@ def main(argv=None) -> int:
             continue
         masks, timings = segment(image, models, device)
         path = output_path(output, photo, used)
-        comparison_panel(image, masks, CLASS_NAMES).save(path)
+        comparison_panel(image, masks, class_names).save(path)
         print(f"{photo} ({image.width}x{image.height}): {', '.join(timings)} -> {path}")
     return 1 if failed else 0
 

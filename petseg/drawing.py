@@ -42,16 +42,18 @@ def voc_palette() -> list[int]:
 
 
 def palette_for(num_classes: int) -> torch.Tensor:
-    """Pets' own 3 colours, else the Pascal VOC colour map (256 rows, so void 255 has its colour too)."""
+    """256 colours: Pets' own 3 first for a 3-class dataset, else the Pascal VOC colour map (so ignore 255, drawn
+    in a ground truth, has its colour too)."""
+    palette = torch.tensor(voc_palette(), dtype=torch.uint8).view(256, 3)
     if num_classes == len(PALETTE):
-        return PALETTE
-    return torch.tensor(voc_palette(), dtype=torch.uint8).view(256, 3)
+        palette[: len(PALETTE)] = PALETTE
+    return palette
 
 
-def overlay(image: Image.Image, mask: torch.Tensor, alpha: float = 0.5) -> Image.Image:
-    """The photo blended with its mask's class colours (PALETTE), `alpha` of colour; a mask of another size
+def overlay(image: Image.Image, mask: torch.Tensor, alpha: float = 0.5, palette: torch.Tensor = PALETTE) -> Image.Image:
+    """The photo blended with its mask's class colours (`palette`), `alpha` of colour; a mask of another size
     (a capped one of petseg.train.inference.predict_photo) is stretched over the photo."""
-    colours = Image.fromarray(colourize(mask).permute(1, 2, 0).numpy())
+    colours = Image.fromarray(colourize(mask, palette).permute(1, 2, 0).numpy())
     if colours.size != image.size:
         # Bilinear (antialiased when shrinking), so class edges look as in an overlay drawn full size then resized.
         colours = colours.resize(image.size, Image.Resampling.BILINEAR)
@@ -82,31 +84,42 @@ def _captioned(panel: Image.Image, caption: str, band: int) -> Image.Image:
     return out
 
 
-def _legend(width: int, band: int, class_names) -> Image.Image:
-    """A white band with one coloured square and name per class."""
-    out = Image.new("RGB", (width, band), "white")
-    draw, font, step = ImageDraw.Draw(out), ImageFont.load_default(size=band * 2 // 3), band * 6
-    for index, name in enumerate(class_names):
-        left = band // 4 + index * step
-        draw.rectangle((left, band // 6, left + band * 2 // 3, band * 5 // 6), fill=tuple(PALETTE[index].tolist()))
-        draw.text((left + band, band // 6), name, fill="black", font=font)
+def _legend(width: int, band: int, class_names, palette: torch.Tensor) -> Image.Image:
+    """White bands with one coloured square and name per class, wrapped into as many rows as `width` needs."""
+    font = ImageFont.load_default(size=band * 2 // 3)
+    places, left, row = [], band // 4, 0
+    for name in class_names:
+        entry = band + round(font.getlength(name)) + band  # square, name, space before the next
+        if left + entry > width and left > band // 4:
+            left, row = band // 4, row + 1
+        places.append((left, row * band))
+        left += entry
+    out = Image.new("RGB", (width, band * (row + 1)), "white")
+    draw = ImageDraw.Draw(out)
+    for index, (name, (left, top)) in enumerate(zip(class_names, places)):
+        draw.rectangle((left, top + band // 6, left + band * 2 // 3, top + band * 5 // 6),
+                       fill=tuple(palette[index].tolist()))
+        draw.text((left + band, top + band // 6), name, fill="black", font=font)
     return out
 
 
 def comparison_panel(image: Image.Image, masks: dict[str, torch.Tensor], class_names,
                      alpha: float = 0.5) -> Image.Image:
     """The photo, then one captioned overlay per entry of `masks` (caption -> mask of any size), side by side, with
-    a legend of `class_names` (one per PALETTE colour), all at display_size."""
+    a legend of `class_names` (their colours from palette_for), all at display_size."""
+    palette = palette_for(len(class_names))
     width, height = display_size(image.width, image.height)
     band = max(16, height // 12)
     gap = band // 3  # white space between panels, so neighbouring overlays do not merge
     # Resized once and every overlay blended at that size, so a huge photo is never copied at full size.
     photo = image if image.mode == "RGB" else image.convert("RGB")
     photo = photo.resize((width, height), Image.Resampling.BILINEAR)
-    panels = [("photo", photo)] + [(caption, overlay(photo, mask, alpha)) for caption, mask in masks.items()]
+    panels = [("photo", photo)] + [(caption, overlay(photo, mask, alpha, palette)) for caption, mask in masks.items()]
     shown = [_captioned(panel, caption, band) for caption, panel in panels]
-    out = Image.new("RGB", ((width + gap) * len(shown) - gap, height + 2 * band), "white")
+    across = (width + gap) * len(shown) - gap
+    legend = _legend(across, band, class_names, palette)
+    out = Image.new("RGB", (across, height + band + legend.height), "white")
     for index, panel in enumerate(shown):
         out.paste(panel, (index * (width + gap), 0))
-    out.paste(_legend(out.width, band, class_names), (0, height + band))
+    out.paste(legend, (0, height + band))
     return out

@@ -121,8 +121,9 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def parameter_counts(key: str) -> tuple[int, int]:
-    """(trainable, total) parameters of variant `key`, counted on the meta device (no weights, no memory)."""
+def parameter_counts(key: str, num_classes: int = 3) -> tuple[int, int]:
+    """(trainable, total) parameters of variant `key` for `num_classes`, counted on the meta device (no weights,
+    no memory)."""
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        return count_parameters(build_model(key, pretrained=False))
+        return count_parameters(build_model(key, num_classes, pretrained=False))

@@ -13,7 +13,7 @@ import torch
 import yaml
 from ray import tune
 
-from ..data import CLASS_NAMES, DataSpec, datasets_from_spec
+from ..data import DataSpec, datasets_from_spec
 from ..metrics import HEADLINE_METRICS, METRICS, REGISTRY, scores
 from ..models import VARIANTS, model_from_config, parameter_counts
 from ..models.checkpoints import save_best_checkpoint
@@ -23,7 +23,7 @@ from ..tune.config import StudyConfig
 from ..tune.results import best_trials, latest_state, trial_histories, trial_records
 from ..tune.storage import Location
 from . import figures, labels, paper, results_folder, stats
-from .tables import markdown_table, paper_tables, run_details_table, with_interval, write_table
+from .tables import class_iou_columns, markdown_table, paper_tables, run_details_table, with_interval, write_table
 
 SHOWN_IMAGES = 4  # fixed test images in the qualitative figure
 FINISHED = ("max epochs", "early stopping", "ASHA", "error")  # how a trial that ran to its end ended (results.ended_by)
@@ -32,18 +32,18 @@ UNIT_MODEL, UNIT_VARIANT = "this trained model", "this variant"
 CHOSEN = {"random": "at random", "gp": "by the GP", "tpe": "by TPE", "fixed": "fixed", "": "unrecorded"}
 
 
-def best_model(state: dict, device: torch.device):
+def best_model(state: dict, device: torch.device, num_classes: int):
     """The model of a trial's checkpointed state with its best head, built exactly as the trial built it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random-init warnings were already shown when the study ran
-        model = model_from_config(state["config"], head=state["progress"]["best_head"])
+        model = model_from_config(state["config"], head=state["progress"]["best_head"], num_classes=num_classes)
     return model.to(device).eval()
 
 
 def score_on_test(model, dataset, config: StudyConfig, device: torch.device) -> tuple[dict, np.ndarray]:
     """Test metrics with 95% bootstrap intervals, and the per-image confusion matrices."""
     confusions = per_image_confusions(model, dataset, device, config.search.batch_size)
-    summary = stats.summarize(confusions, seed=config.search.seed)
+    summary = stats.summarize(confusions, seed=config.search.seed, class_names=dataset.class_names)
     return {f"test_{k}": v for k, v in summary.items()}, confusions
 
 
@@ -124,7 +124,7 @@ def seed_repeats(seeds_path: Location, dataset, config: StudyConfig, device: tor
         state = latest_state(by_id[record["trial_id"]])
         if state is not None:
             runs.setdefault(record["variant"], {})[int(record["seed"])] = per_image_confusions(
-                best_model(state, device), dataset, device, config.search.batch_size)
+                best_model(state, device, dataset.num_classes), dataset, device, config.search.batch_size)
     return runs
 
 
@@ -209,10 +209,10 @@ def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_pa
         state, record = best[variant]
         save_best_checkpoint(out / "checkpoints" / f"{variant}.pt", variant, record["lr"], int(record["best_epoch"]),
                              state["progress"]["best_head"], state["config"], data.to_json())
-        models[variant] = best_model(state, device)
+        models[variant] = best_model(state, device, data.num_classes)
         test, confusions[variant] = score_on_test(models[variant], datasets["test"], config, device)
         shown[variant] = _predict_shown(models[variant], datasets["test"], device)
-        trainable, total = parameter_counts(variant)
+        trainable, total = parameter_counts(variant, data.num_classes)
         rows.append({
             "key": variant, "paper_name": VARIANTS[variant].paper_name, "model": names[variant],
             "backbone": labels.backbone_label(provenances[variant]),
@@ -342,8 +342,8 @@ def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame, seed_note
                           "epochs": comparison["epochs"], "val_weighted_iou": comparison["val_weighted_iou"]})
     for metric in METRICS:
         shown[f"test_{metric} [95% CI]"] = with_interval(comparison, f"test_{metric}")
-    for name in CLASS_NAMES:
-        shown[f"test_iou_{name}"] = comparison[f"test_iou_{name}"]
+    for column in class_iou_columns(comparison):
+        shown[column] = comparison[column]
     shown["prediction_ms_per_image"] = comparison["prediction_ms_per_image"]
     seeds = _seed_count(comparison)
     if seeds is not None:
@@ -462,7 +462,8 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
     figures.metric_bars(bars, folder / "test_metrics.png", names)
     count = min(SHOWN_IMAGES, len(test_set))
     figures.qualitative_grid([test_set[i][0] for i in range(count)], [test_set[i][1] for i in range(count)],
-                             shown, folder / "qualitative.png", test_set.mean.flatten(), test_set.std.flatten(), names)
+                             shown, folder / "qualitative.png", test_set.mean.flatten(), test_set.std.flatten(), names,
+                             test_set.class_names)
     provenances = {v: labels.study_provenance(config, v) for v in comparison["key"]}
     random = [names[v] for v, p in provenances.items() if p.head_random or not p.pretrained]
     unchecked = [names[v] for v, p in provenances.items() if p.head_file is not None and not p.backbone_checked]

@@ -22,7 +22,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ..data import CLASS_NAMES
-from ..drawing import PALETTE, colourize, denormalize
+from ..drawing import colourize, denormalize, palette_for
 from ..models import VARIANTS
 from ..metrics import METRICS, REGISTRY
 
@@ -155,8 +155,9 @@ def metric_bars(rows: pd.DataFrame, path: str | Path, names: dict[str, str] | No
 
 
 def qualitative_grid(images, truths, predictions: dict[str, list], path: str | Path, mean, std,
-                     names: dict[str, str] | None = None) -> Path:
-    """Rows = images; columns = image, ground truth, then each variant's prediction, coloured (paper Fig. 1).
+                     names: dict[str, str] | None = None, class_names=CLASS_NAMES) -> Path:
+    """Rows = images; columns = image, ground truth, then each variant's prediction, coloured (paper Fig. 1),
+    with a legend of `class_names` in palette_for's colours.
 
     images: normalised [3, H, W] tensors (as a PetSegmentation gives them, undone with mean/std);
     truths and each variant's predictions: [H, W] class-id masks, one per image.
@@ -167,11 +168,12 @@ def qualitative_grid(images, truths, predictions: dict[str, list], path: str | P
     for variant, masks in predictions.items():
         if len(masks) != len(images):
             raise ValueError(f"{variant}: {len(masks)} predictions for {len(images)} images; give one per image")
+    palette = palette_for(len(class_names))
     columns = [("image", [denormalize(torch.as_tensor(i), mean, std) for i in images]),
-               ("ground truth", [colourize(torch.as_tensor(t)) for t in truths])]
-    columns += [(variant_label(v, names), [colourize(torch.as_tensor(m)) for m in masks])
+               ("ground truth", [colourize(torch.as_tensor(t), palette) for t in truths])]
+    columns += [(variant_label(v, names), [colourize(torch.as_tensor(m), palette) for m in masks])
                 for v, masks in predictions.items()]
-    legend_inches, gap = 0.4, 0.05  # gap: space between images, as a share of one
+    legend_inches, gap = 0.3 * -(-len(class_names) // 6) + 0.1, 0.05  # legend rows of 6; gap: space between images, as a share of one
     figure = _new_figure(CELL_INCHES * len(columns), CELL_INCHES * len(images) + legend_inches, layout=None)
     titles = [_wrap(figure, title, FILL * CELL_INCHES) for title, _ in columns]
     # A band for the longest wrapped title (and its pad) above the images, so they keep their size; laid out
@@ -188,6 +190,6 @@ def qualitative_grid(images, truths, predictions: dict[str, list], path: str | P
         for row, panel in enumerate(panels):
             axes[row, column].imshow(panel.permute(1, 2, 0).cpu().numpy())
             axes[row, column].set_axis_off()
-    handles = [Patch(color=(PALETTE[i] / 255).tolist(), label=name) for i, name in enumerate(CLASS_NAMES)]
-    figure.legend(handles=handles, loc="lower center", ncols=len(CLASS_NAMES), frameon=False)
+    handles = [Patch(color=(palette[i] / 255).tolist(), label=name) for i, name in enumerate(class_names)]
+    figure.legend(handles=handles, loc="lower center", ncols=min(len(class_names), 6), frameon=False)
     return _save(figure, path)

@@ -40,7 +40,10 @@ def study_differences(config, data) -> list[str]:
     parts = {part: len(data.split[part]) for part in ("train", "val", "test")} if data.split else {}
     images = sum(parts.values())
     reasons = []
-    if data.synthetic or config.search.synthetic_images:
+    if data.kind != "pets":
+        reasons.append(f"the dataset is a {data.kind} dataset ({images:,} images, {data.num_classes} classes), "
+                       "not Oxford-IIIT Pet")
+    elif data.synthetic or config.search.synthetic_images:
         reasons.append(f"the dataset is generated ({images:,} images), not the real Oxford-IIIT Pet")
     elif images != setup["images"]:
         reasons.append(f"the dataset has {images:,} images, not the real Oxford-IIIT Pet's {setup['images']:,}")

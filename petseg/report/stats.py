@@ -242,15 +242,18 @@ def pairwise_tests(scored: dict[str, np.ndarray], seed: int = 0, n_resamples: in
     return rows
 
 
-def summarize(confusions, n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
-    """Every metric with its CI (`<metric>`, `<metric>_low`, `<metric>_high`) and `iou_<class>` per class."""
+def summarize(confusions, n_resamples: int = 2000, level: float = 0.95, seed: int = 0, class_names=None) -> dict:
+    """Every metric with its CI (`<metric>`, `<metric>_low`, `<metric>_high`) and `iou_<class>` per class
+    (`class_names`; by default Pets' names for 3 classes, else the class indices)."""
     confusions = _check_confusions(confusions)
     row = {}
     for metric in METRICS:
         row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = bootstrap_ci(
             confusions, metric, n_resamples, level, seed)
     per_class = scores(torch.from_numpy(confusions.sum(axis=0)))["iou_per_class"]
-    names = CLASS_NAMES if len(per_class) == len(CLASS_NAMES) else [str(i) for i in range(len(per_class))]
+    names = class_names or (CLASS_NAMES if len(per_class) == len(CLASS_NAMES) else [str(i) for i in range(len(per_class))])
+    if len(names) != len(per_class):
+        raise ValueError(f"summarize got {len(names)} class names for {len(per_class)} classes; give one per class")
     return {**row, **{f"iou_{name}": iou for name, iou in zip(names, per_class)}}
 
 

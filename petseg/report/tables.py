@@ -19,10 +19,10 @@ TABLE2 = {"model": "Model", "test_pixel_accuracy": "Pixel acc.", "paper_pixel_ac
           "paper_weighted_iou": "Paper weighted mIoU", "diff_weighted_iou": "Diff weighted mIoU",
           "prediction_time_s": "Prediction, test set (s)",
           "paper_prediction_time_s": "Paper prediction, test set (s; hardware and protocol unknown)",
-          # then every other registered metric, and the per-class IoUs
+          # then every other registered metric; the per-class IoUs follow (class_iou_columns)
           **{f"test_{name}": metric.label for name, metric in REGISTRY.items()
-             if name not in ("pixel_accuracy", "weighted_iou")},
-          "test_iou_pet": "IoU pet", "test_iou_background": "IoU background", "test_iou_border": "IoU border"}
+             if name not in ("pixel_accuracy", "weighted_iou")}}
+CLASS_IOU = "test_iou_"  # + a class name: that class's test IoU (stats.summarize's iou_<class>, test_ prefixed)
 # How each row of Table 2 was obtained: where it was timed, how it was trained, and what its search spent.
 RUN_DETAILS = {"model": "Model", "device": "Device", "batch_size": "Batch", "precision": "Precision",
                "prediction_ms_per_image": "Prediction (ms/image)", "best_lr": "Best lr", "epochs": "Epochs",
@@ -89,8 +89,14 @@ def paper_tables(comparison: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's Table 1 (architecture) and Table 2 (results, its columns first; beside the published figures
     where the comparison has them), renamed for reading."""
     table1 = comparison[[c for c in TABLE1 if c in comparison]].rename(columns=TABLE1)
-    table2 = comparison[[c for c in TABLE2 if c in comparison]].rename(columns=TABLE2)
+    per_class = {column: f"IoU {column.removeprefix(CLASS_IOU)}" for column in class_iou_columns(comparison)}
+    table2 = comparison[[c for c in TABLE2 if c in comparison] + list(per_class)].rename(columns={**TABLE2, **per_class})
     return table1, table2
+
+
+def class_iou_columns(comparison: pd.DataFrame) -> list[str]:
+    """The comparison's per-class test IoU columns, in class order (one per class of the study's dataset)."""
+    return [column for column in comparison.columns if column.startswith(CLASS_IOU)]
 
 
 def run_details_table(comparison: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,9 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from ..data import PetSegmentation, find_samples, load_image, resize_image, split_samples
+from ..data import PetSegmentation, find_samples, folder, load_image, resize_image, split_samples
+from ..data.dataset import SegmentationDataset
+from ..data.spec import default_class_names
 from ..errors import CheckpointError, DatasetError
 from ..models import VARIANTS, FrozenBackboneSegmenter, model_from_config
 from ..models.checkpoints import load_best_checkpoint
@@ -31,7 +33,8 @@ def load_best(path: str | Path, device: torch.device) -> tuple[FrozenBackboneSeg
         # The random-init and missing-head warnings were shown when the study ran. The saved head replaces
         # the whole head, so no head_weights file is read.
         warnings.simplefilter("ignore")
-        model = model_from_config({**checkpoint["config"], "variant": checkpoint["variant"], "head_weights": {}})
+        model = model_from_config({**checkpoint["config"], "variant": checkpoint["variant"], "head_weights": {}},
+                                  num_classes=len(checkpoint_classes(checkpoint)))
     mismatch = _head_mismatch(model.head.state_dict(), checkpoint["head"])
     if mismatch:
         raise CheckpointError(f"{path}: its head does not fit variant {checkpoint['variant']}: {mismatch}; restore "
@@ -71,14 +74,30 @@ def study_checkpoints(study: str | Path, variants: list[str] | None = None) -> l
     return [found[key] for key in sorted(wanted, key=lambda key: order.get(key, len(order)))]
 
 
-def checkpoint_dataset(checkpoint: dict, root: str | Path, split: str) -> PetSegmentation:
-    """The checkpoint's `split` part of the dataset under `root`, resized and normalised as in training."""
+def checkpoint_classes(checkpoint: dict) -> tuple[str, ...]:
+    """The class names a best checkpoint predicts, index = class id (Pets' three for checkpoints saved before
+    studies named their classes)."""
+    data = checkpoint["data"]
+    names = data.get("class_names")
+    return tuple(names) if names else default_class_names(data.get("kind", "pets"), data.get("num_classes", 3))
+
+
+def checkpoint_dataset(checkpoint: dict, root: str | Path, split: str) -> SegmentationDataset:
+    """The checkpoint's `split` part of the dataset under `root` (a Pets tree, or a folder dataset for a folder
+    study), resized and normalised as in training."""
     # Only the keys load_best_checkpoint checks are read, so a spec saved without the rest still works.
     data = checkpoint["data"]
-    samples = split_samples(find_samples(root), data["split"], source="the checkpoint's split")[split]
+    source = "the checkpoint's split"
+    if data.get("kind", "pets") == "folder":
+        classes = folder.Classes(checkpoint_classes(checkpoint), data.get("ignore"))
+        samples = folder.split_samples(folder.find_samples(root)[0], data["split"], source)[split]
+        dataset = folder.FolderSegmentation(samples, classes, data["size"], data["mean"], data["std"])
+    else:
+        samples = split_samples(find_samples(root), data["split"], source=source)[split]
+        dataset = PetSegmentation(samples, data["size"], data["mean"], data["std"])
     if not samples:
         raise DatasetError(f"{root}: the checkpoint's {split} split is empty; pick another split", root)
-    return PetSegmentation(samples, data["size"], data["mean"], data["std"])
+    return dataset
 
 
 def load_photo(path: str | Path) -> Image.Image:
