@@ -256,21 +256,21 @@ def run_once(args, work: Path, data, trials: list[dict], row: str, epochs: int, 
     """One search of `row` at `epochs` with fresh caches; its wall seconds, per-variant trial seconds and checks."""
     from ray import tune
 
-    from petseg.tune.cluster import ray_session
+    from petseg.study.session import study_run
     from petseg.tune.config import resolve_config
     from petseg.tune.results import trial_records
-    from petseg.tune.runner import open_study, run_search
+    from petseg.tune.runner import run_search
 
     _, feature_cache, decoded_cache, amp = ROWS[row]
     name = f"{row}-e{epochs}-r{repeat}"
     cache = work / f"cache-{name}"
     values = {**base_values(args, work), "name": name, "max_epochs": epochs, "patience": epochs + 1,
               "feature_cache": feature_cache, "decoded_cache": decoded_cache, "amp": amp, "cache_dir": str(cache)}
-    config, _ = open_study(resolve_config("paper", overrides=values), resume=False)
     spec = dataclasses.replace(data, decoded_cache_dir=str(cache) if decoded_cache else None)
-    with contextlib.redirect_stdout(io.StringIO()), ray_session(config):
-        started = time.perf_counter()
-        path = run_search(config, spec, fixed=trials)
+    config = resolve_config("paper", overrides=values)
+    with contextlib.redirect_stdout(io.StringIO()), study_run(config, lambda _: spec) as run:
+        started = time.perf_counter()  # the search only: Ray has started
+        path = run_search(run.config, run.data, fixed=trials)
         seconds = time.perf_counter() - started
     records = trial_records(tune.ExperimentAnalysis(path.path, storage_filesystem=path.filesystem), epochs)
     shutil.rmtree(cache, ignore_errors=True)

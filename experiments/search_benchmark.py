@@ -197,16 +197,14 @@ def smoke_search(sampler: str, seed: int, budget: int, work: Path) -> list[dict]
     from ray import tune
 
     from petseg.study.pets import prepare_data
+    from petseg.study.session import search
     from petseg.tune.config import resolve_config
-    from petseg.tune.cluster import ray_session
-    from petseg.tune.runner import open_study, run_search
 
     values = dict(name=f"{sampler}-{seed}", variants=list(SMOKE_VARIANTS), num_samples=budget, sampler=sampler,
                   seed=seed, storage_path=str(work / "ray"), results_dir=str(work / "results"),
                   cache_dir=str(work / "cache"))
-    config, _ = open_study(resolve_config("smoke", overrides=values), resume=False)
-    with contextlib.redirect_stdout(io.StringIO()), ray_session(config):
-        path = run_search(config, prepare_data(config))
+    with contextlib.redirect_stdout(io.StringIO()):
+        path = search(resolve_config("smoke", overrides=values), prepare_data).path
     experiment = tune.ExperimentAnalysis(path.path, storage_filesystem=path.filesystem)
     rows = []
     for trial in experiment.trials:

@@ -13,10 +13,9 @@ from ..report.results_folder import check_results_folder, read_marker
 from ..tune.config import (SEEDS_SUFFIX, StudyConfig, check_head_files, missing_heads, missing_heads_message,
                            resolve_head_weights)
 from ..tune.results import best_trials, trial_records
-from ..tune.cluster import ray_session
-from ..tune.study_lock import StudyLock
-from ..tune.runner import experiment_path, open_study, run_search, saved_data
+from ..tune.runner import experiment_path, run_search
 from ..tune.storage import Location
+from .session import study_run
 
 
 WHAT_ROOT_HOLDS = {"pets": "the folder holding oxford-iiit-pet/ (add --download to fetch it)",
@@ -60,32 +59,36 @@ def run_study(config: StudyConfig, resume: bool = False) -> Path:
     and a trial's resources, the head files and the dataset. An interrupted search raises SearchInterrupted
     and writes no comparison.
     """
-    config, path = open_study(config, resume)
-    with StudyLock(path, f"study {config.run.name!r}"):  # one driver per study, refused at once
-        results = Path(config.run.results_dir).expanduser().resolve() / config.run.name
-        check_results_folder(results, str(path), config.run.overwrite)  # refused now, not after the training
+    def check(config: StudyConfig, path: Location) -> StudyConfig:
+        check_results_folder(results_folder(config), str(path), config.run.overwrite)  # not after the training
         if not resume:  # found once here, so every trial and the analysis use the same files (a resume keeps them)
             config = config.replace(head_weights=resolve_head_weights(config))
             missing = missing_heads(config, config.search.head_weights)
             if missing and not config.search.allow_random_heads:
                 raise StudyError(missing_heads_message(config, missing))
             dataset_root(config)  # a missing data root is named before Ray starts
-        config = config.replace(head_backbone_checked=check_head_files(config))
-        with ray_session(config):
-            data = saved_data(path).decoded_in(config.run.cache_dir) if resume else prepare_data(config)
-            run_search(config, data, resume)
-            seeds_path = None
-            if config.search.seeds:
-                seeds_config = seeds_study(config)
-                seeds_path = experiment_path(seeds_config)
-                resume_seeds = tune.Tuner.can_restore(seeds_path.path, storage_filesystem=seeds_path.filesystem)
-                run_search(seeds_config, data, resume_seeds, fixed=seed_trials(config, path))
+        return config.replace(head_backbone_checked=check_head_files(config))
+
+    with study_run(config, prepare_data, resume, check) as run:
+        config, path, data = run.config, run.path, run.data
+        run_search(config, data, resume)
+        seeds_path = None
+        if config.search.seeds:
+            seeds_config = seeds_study(config)
+            seeds_path = experiment_path(seeds_config)
+            resume_seeds = tune.Tuner.can_restore(seeds_path.path, storage_filesystem=seeds_path.filesystem)
+            run_search(seeds_config, data, resume_seeds, fixed=seed_trials(config, path))
         results = analysis.write_report(config, data, path, seeds_path)
         print(analysis.console_summary(results), flush=True)
         if not read_marker(results).get("trials_scored"):
             raise StudyError(f"no trial of any variant finished with a checkpoint, so nothing was compared; each "
                              f"trial's error is in {results / 'all_trials.csv'}")
         return results
+
+
+def results_folder(config: StudyConfig) -> Path:
+    """results/<name>/, where the study's report goes."""
+    return Path(config.run.results_dir).expanduser().resolve() / config.run.name
 
 
 def seeds_study(config: StudyConfig) -> StudyConfig:

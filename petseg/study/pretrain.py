@@ -21,10 +21,9 @@ from ..models.checkpoints import load_trial_state, public_head_state, save_head_
 from ..report.tables import markdown_table
 from ..tune.config import StudyConfig
 from ..tune.results import best_last_checkpoints
-from ..tune.cluster import ray_session
-from ..tune.study_lock import StudyLock
-from ..tune.runner import open_study, run_search, saved_data
+from ..tune.runner import run_search
 from ..tune.storage import Location, check_writable
+from .session import study_run
 
 METRIC = "val_mean_iou"  # the usual score of VOC / ADE20K; weighted mIoU would favour background and wall
 TABLE = "pretrained_heads"
@@ -97,15 +96,12 @@ def pretrain_heads(config: StudyConfig, dataset: str, sbd_root: str | None = Non
     """Pretrain `dataset`'s heads and write them to `output` (default the weights cache); (table, results folder)."""
     output_dir = Path(output).expanduser().resolve() if output else weights_cache_dir()
     check_writable(output_dir, "--output folder")
-    config, path = open_study(config, resume)
-    with StudyLock(path, f"study {config.run.name!r}"):  # one driver per study, refused at once
-        with ray_session(config):
-            data = (saved_data(path).decoded_in(config.run.cache_dir) if resume
-                    else prepare_pretrain_data(config, dataset, sbd_root))
-            if data.kind != dataset:
-                raise StudyError(f"study {config.run.name!r} pretrained on {data.kind}, not {dataset}; "
-                                 "pass its --dataset or another --name")
-            run_search(config, data, resume, metric=METRIC)
+    with study_run(config, lambda c: prepare_pretrain_data(c, dataset, sbd_root), resume) as run:
+        config, path, data = run.config, run.path, run.data
+        if data.kind != dataset:
+            raise StudyError(f"study {config.run.name!r} pretrained on {data.kind}, not {dataset}; "
+                             "pass its --dataset or another --name")
+        run_search(config, data, resume, metric=METRIC)
         table = export_heads(config, data, path, output_dir)
         results = Path(config.run.results_dir).expanduser().resolve() / config.run.name
         results.mkdir(parents=True, exist_ok=True)
