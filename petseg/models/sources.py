@@ -40,8 +40,8 @@ def register_sources(sources: Iterable[str]) -> list[str]:
 
 
 def entry_point_sources() -> dict[str, str]:
-    """Variant key -> `module:function` of every installed `petseg.variants` entry point (the entry's name is
-    the variant's key)."""
+    """Entry-point name (what a config's `variants` may say) -> `module:function`, of every installed
+    `petseg.variants` entry point."""
     return {point.name: point.value for point in entry_points(group=ENTRY_POINT_GROUP)}
 
 
