@@ -27,7 +27,10 @@ def register_source(source: str) -> VariantSpec:
         function = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"variant source {source!r}: {err} (is its folder on PYTHONPATH, on every node?)") from err
-    spec = function()
+    try:
+        spec = function()
+    except Exception as err:  # noqa: BLE001 - whatever the user's code raises, the message names where it ran
+        raise ValueError(f"variant source {source!r} raised {type(err).__name__}: {err}") from err
     if not isinstance(spec, VariantSpec):
         raise ValueError(f"variant source {source!r} returned a {type(spec).__name__}, not a petseg.models.VariantSpec")
     return register(dataclasses.replace(spec, source=source))

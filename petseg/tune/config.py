@@ -227,7 +227,10 @@ def load_config(source: dict | str | os.PathLike | Location) -> StudyConfig:
     values = source if isinstance(source, dict) else read_yaml(source if isinstance(source, Location) else Path(source))
     where = "" if isinstance(source, dict) else f" in {source}"
     config = StudyConfig.from_flat(flattened(values, where), where)
-    register_sources(config.search.variant_sources)  # a fresh process knows the study's user variants again
+    try:  # a fresh process knows the study's user variants again
+        register_sources(config.search.variant_sources)
+    except ValueError as err:
+        raise ConfigError(f"{err}{where}") from err
     validate(config)
     return config
 
@@ -266,8 +269,8 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
             below = values.get(name)
             values[name] = {**below, **value} if isinstance(below, dict) and isinstance(value, dict) else value
     values["preset"] = preset  # a record of where the defaults came from, not a setting
-    register_sources(values["variant_sources"])
     try:
+        register_sources(values["variant_sources"])
         values["variants"], read = resolve_variants(values["variants"])
     except ValueError as err:
         raise ConfigError(str(err)) from err
