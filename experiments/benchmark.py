@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from petseg.errors import PetsegError
-from petseg.models import VARIANTS
+from petseg.models import VARIANTS, default_variants
 from petseg.train.engine import amp_enabled, cpu_has_native_bf16
 
 # Row key -> (label, feature_cache, decoded_cache, amp), in report order.
@@ -79,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=2, help="learning rates per variant")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every row (median and range reported)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants (default: all six)")
+    parser.add_argument("--variants", default=",".join(default_variants()),
+                        help="comma-separated variants (default: the paper's six)")
     parser.add_argument("--cpus-per-trial", type=float, help="cpu 1, cuda min(4, half the cores)")
     parser.add_argument("--gpus-per-trial", type=float, help="cuda only; default 0.5")
     parser.add_argument("--step-repeats", type=int, default=7, help="timed training steps per probe (median)")
@@ -316,6 +317,7 @@ def step_probe(variant: str, lr: float, args, device: torch.device, amp: bool = 
     stored in fp16 and read back as float32, as the feature cache does.
     """
     from petseg.models import build_seeded_model
+    from petseg.models.segmenter import map_features
     from petseg.train.engine import train_one_epoch
     from petseg.train.features import HeadOnly
     from petseg.train.training import make_optimizer
@@ -326,7 +328,7 @@ def step_probe(variant: str, lr: float, args, device: torch.device, amp: bool = 
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch_size, 3, args.size, args.size, generator=generator).to(device)
     target = torch.randint(0, 3, (args.batch_size, args.size, args.size), generator=generator).to(device)
-    features = model.features(images).half().float()
+    features = map_features(lambda tensor: tensor.half().float(), model.features(images))
     optimizer, _ = make_optimizer(model, variant, lr, total_steps=1000)
     head = HeadOnly(model, args.size)
     live = lambda: train_one_epoch(model, [(images, target)], optimizer, device, amp=amp)  # noqa: E731

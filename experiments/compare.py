@@ -11,7 +11,8 @@ import shlex
 import sys
 
 from petseg.errors import PetsegError, SearchInterrupted
-from petseg.models import VARIANTS, parameter_counts
+from petseg.models import VARIANTS, default_variants, parameter_counts
+from petseg.data.spec import class_count
 from petseg.tune.cache_plan import estimated_items, study_cache_plan
 from petseg.tune import stopping
 from petseg.tune.cli import add_runner_flags, runner_overrides
@@ -25,7 +26,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="defaults to start from")
     parser.add_argument("--config", help="YAML file overriding the preset")
-    parser.add_argument("--variants", help=f"comma-separated keys (default all: {','.join(VARIANTS)})")
+    parser.add_argument("--variants", help=f"comma-separated keys (default the paper's six: {','.join(default_variants())}; "
+                        f"opt-in: {','.join(k for k in VARIANTS if k not in default_variants())}), or a function of "
+                        "yours returning a VariantSpec as module:function")
     parser.add_argument("--dataset", choices=("pets", "folder"), help="pets (default): Oxford-IIIT Pet; folder: your own "
                         "dataset as DIR/images/, DIR/masks/ and DIR/classes.txt (README, Your own dataset)")
     parser.add_argument("--data-root", help="folder holding oxford-iiit-pet/, or the folder dataset (with --dataset "
@@ -61,8 +64,9 @@ def head_weights_line(config, key: str, heads: dict[str, str], checked: dict[str
         return heads[key] + ("" if checked[key] else " (a head-only file: its backbone unchecked)")
     if not config.search.pretrained:
         return "none: pretrained is off, so the head starts from random init"
-    if VARIANTS[key].head_dataset is None:
-        return "COCO (torchvision)"
+    spec = VARIANTS[key]
+    if spec.head_dataset is None:
+        return f"{spec.head_pretraining} ({spec.head_weights.rsplit('/', 1)[-1]})" if spec.head_weights else "random init"
     if config.search.allow_random_heads:
         return f"none found in {head_search_folder(config)}: head starts from random init (--allow-random-heads)"
     return f"none found in {head_search_folder(config)}: the study will refuse to start (see below)"
@@ -73,13 +77,15 @@ def print_plan(config) -> None:
     every head file is opened and checked as the study would."""
     heads = resolve_head_weights(config)
     checked = check_head_files(config, heads)
+    width = max(20, *map(len, config.search.variants))
+    classes = class_count(config.search.dataset, config.search.data_root, bool(config.search.synthetic_images))
     for key in config.search.variants:
         spec = VARIANTS[key]
-        trainable, total = parameter_counts(key)
-        print(f"{key:<20} {spec.paper_name:<14} {spec.backbone:<31} head: {spec.head_pretraining:<10} "
+        trainable, total = parameter_counts(key, classes)
+        print(f"{key:<{width}} {spec.paper_name:<14} {spec.backbone:<31} head: {spec.head_pretraining:<10} "
               f"trainable {trainable:>10,}  total {total:>10,}")
-        print(f"{'':<20} head weights: {head_weights_line(config, key, heads, checked)}")
-        print(f"{'':<20} {search_plan(config, key)}")
+        print(f"{'':<{width}} head weights: {head_weights_line(config, key, heads, checked)}")
+        print(f"{'':<{width}} {search_plan(config, key)}")
     train_items, val_items = estimated_items(config)
     plan = study_cache_plan(config, config.search.image_size, train_items, val_items)
     if plan is not None:

@@ -7,13 +7,13 @@ import torch
 
 from petseg.data import build_datasets
 from petseg.errors import ConfigError
-from petseg.models import VARIANTS, build_seeded_model
+from petseg.models import build_seeded_model, default_variants
 from petseg.train.features import feature_dataset
 from petseg.node_cache import parse_size
 from petseg.tune.cache_plan import CacheGate, bytes_per_item, plan_cache
 
 GiB = 2**30
-ALL = list(VARIANTS)
+ALL = default_variants()
 
 
 def test_sizes_read_as_binary_units_and_a_bad_one_is_named():
@@ -23,14 +23,14 @@ def test_sizes_read_as_binary_units_and_a_bad_one_is_named():
         parse_size("lots")
 
 
-@pytest.mark.parametrize("variant", ["fcn_resnet50", "denseaspp_voc"])
+@pytest.mark.parametrize("variant", ["fcn_resnet50", "denseaspp_voc", "lraspp_mobilenet_v3_large"])
 def test_the_planned_size_is_what_the_cache_takes(variant, pet_root, tmp_path):
     dataset = build_datasets(pet_root, 48, None, augment=None)["val"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_seeded_model(variant, pretrained=False, seed=0)
     cached = feature_dataset(model, dataset, tmp_path, torch.device("cpu"), amp=False, progress=lambda line: None)
-    on_disk = cached.features.nbytes + cached.masks.nbytes
+    on_disk = sum(array.nbytes for array in cached.features.values()) + cached.masks.nbytes
     assert bytes_per_item(variant, 48) * len(dataset) == on_disk
 
 

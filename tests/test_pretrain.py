@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 
 from petseg.train.engine import evaluate, train_one_epoch
-from petseg.models import VARIANTS, WEIGHTS, HeadWeightsError, build_seeded_model, find_head_weights
+from petseg.models import VARIANTS, HeadWeightsError, build_seeded_model, find_head_weights
 from petseg.models.checkpoints import public_head_state, save_head_file
 from petseg.models.denseaspp import DenseASPPHead, DilatedDenseNet
 from petseg.data import IGNORE
@@ -77,9 +77,9 @@ def test_checkpoints_are_hashed_public_layout_with_the_right_classes(runs, datas
         assert path.parent == folder / "heads" and path.name.startswith(f"{variant}-")
         assert path.name == f"{variant}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"
         state = torch.load(path, weights_only=True)
-        spec = VARIANTS[variant]
-        backbone = DilatedDenseNet(int(spec.arch.removeprefix("densenet")))
-        head = DenseASPPHead(backbone.out_channels, CLASSES[dataset], spec.rates)
+        backbone = DilatedDenseNet(161 if variant.startswith("cut") else 121)
+        head = DenseASPPHead(backbone.out_channels, CLASSES[dataset], (3, 6, 12) if variant.startswith("cut")
+                             else (3, 6, 12, 18, 24))
         expected = {**{f"features.{k}": v.shape for k, v in backbone.features.state_dict().items()},
                     **{f"head.{k}": v.shape for k, v in head.state_dict().items()}}
         assert {k: v.shape for k, v in state.items()} == expected
@@ -115,9 +115,9 @@ def fake_imagenet_weights(torch_home: Path) -> None:
     """Random DenseNet121 / DenseNet161 files under torchvision's names in torch_home, standing in for ImageNet's."""
     cache = torch_home / "hub" / "checkpoints"
     cache.mkdir(parents=True, exist_ok=True)
-    for arch in ("densenet121", "densenet161"):
+    for arch, variant in (("densenet121", "denseaspp_voc"), ("densenet161", "cutdenseaspp_voc")):
         state = getattr(torchvision.models, arch)(weights=None).state_dict()
-        torch.save(state, cache / Path(WEIGHTS[arch].url).name)
+        torch.save(state, cache / Path(VARIANTS[variant].encoder.weights).name)
 
 
 def test_a_head_from_another_backbone_stops_the_study_before_any_trial(runs, tmp_path):

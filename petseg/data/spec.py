@@ -108,6 +108,18 @@ def default_class_names(kind: str, num_classes: int) -> tuple[str, ...]:
     return PETS_CLASS_NAMES if kind == "pets" else tuple(str(i) for i in range(num_classes))
 
 
+def class_count(kind: str, root: str | Path | None, generated: bool) -> int:
+    """How many classes a study's dataset has, known before its data is prepared (for --dry-run's counts): Pets'
+    three, a folder's classes.txt, or the generated folder's classes."""
+    if kind != "folder":
+        return PETS_CLASSES
+    if generated:
+        from ..synthetic.folder import FOLDER_CLASSES  # what the generator will write
+
+        return len(FOLDER_CLASSES)
+    return len(folder.read_classes(Path(root or ".").expanduser()).names)
+
+
 def make_data_spec(kind: str, root: str | Path, *, size: int, augment: str, seed: int, download: bool = False,
                    synthetic: dict | None = None, sbd_root: str | Path | None = None,
                    cache_dir: str | Path | None = None, decoded_cache: bool = False,

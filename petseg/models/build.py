@@ -1,32 +1,27 @@
-"""build_model: any registry variant with its pretrained weights, frozen backbone and new classifier."""
+"""build_model: any registry variant as its entry says, with its pretrained weights, frozen backbone and new
+classifier; parameter counts; the model a saved trial config describes."""
 from __future__ import annotations
 
 import hashlib
 import os
 import warnings
+from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import DenseNet121_Weights, DenseNet161_Weights
-from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, FCN_ResNet50_Weights
 
-from .denseaspp import DenseASPPHead, DilatedDenseNet
-from .registry import VariantSpec, get_variant
+from .registry import get_variant
 from .segmenter import FrozenBackboneSegmenter
 from .checkpoints import split_head_checkpoint
-from .weights import check_head_backbone, load_head, load_state_dict_file, rename_legacy_densenet_keys
-
-WEIGHTS = {
-    "fcn_resnet50": FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
-    "deeplabv3_resnet50": DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
-    "densenet121": DenseNet121_Weights.IMAGENET1K_V1,
-    "densenet161": DenseNet161_Weights.IMAGENET1K_V1,
-}
+from .sources import register_sources
+from .weights import check_head_backbone, load_head, load_state_dict_file
 
 
 class LayerOut(nn.Module):
     """Wraps torchvision's IntermediateLayerGetter so the backbone returns the 'out' tensor only."""
+
+    # The ResNet variants' backbone: its module path and code are part of their feature-cache keys
+    # (petseg.train.description), so moving or editing this class would re-key every cache built so far.
 
     def __init__(self, body: nn.Module):
         super().__init__()
@@ -38,57 +33,50 @@ class LayerOut(nn.Module):
         return self.body(x)["out"]
 
 
-def _torchvision_model(spec: VariantSpec, num_classes: int, pretrained: bool) -> FrozenBackboneSegmenter:
-    builder = getattr(torchvision.models.segmentation, spec.arch)
-    if pretrained:
-        model = builder(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
-        model.load_state_dict(load_state_dict_file(WEIGHTS[spec.arch].url))
-        last = model.classifier[-1]
-        model.classifier[-1] = nn.Conv2d(last.in_channels, num_classes, kernel_size=1)
-    else:
-        model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
-    return FrozenBackboneSegmenter(LayerOut(model.backbone), model.classifier)
-
-
-def _denseaspp_model(spec: VariantSpec, num_classes: int, pretrained: bool, head_weights) -> FrozenBackboneSegmenter:
-    backbone = DilatedDenseNet(int(spec.arch.removeprefix("densenet")))
-    head = DenseASPPHead(backbone.out_channels, num_classes, spec.rates)
-    if head_weights is not None:  # read first: an unusable head file is named even before any download
-        file_backbone, tensors, others = split_head_checkpoint(load_state_dict_file(head_weights))
-        report = load_head(head, tensors, str(head_weights))
-    if pretrained:
-        state = rename_legacy_densenet_keys(load_state_dict_file(WEIGHTS[spec.arch].url))
-        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-        backbone.features.load_state_dict(features)
-    if head_weights is not None:
-        report.not_head = len(file_backbone) + others
-        ours = f"{WEIGHTS[spec.arch].url.rsplit('/', 1)[-1]} (ImageNet)" if pretrained else "random init"
-        check_head_backbone(backbone.features, file_backbone, report, ours)
-        print(report)
-    elif pretrained:
-        warnings.warn(
-            f"{spec.key}: no head_weights given, so its head starts from random init rather than "
-            f"{spec.head_pretraining}; pass head_weights=PATH_OR_URL of a {spec.head_pretraining} checkpoint",
-            stacklevel=3,
-        )
-    model = FrozenBackboneSegmenter(backbone, head, align_corners=True)
-    model.head_load = report if head_weights is not None else None
-    return model
-
-
 def build_model(key: str, num_classes: int = 3, pretrained: bool = True,
                 head_weights: str | os.PathLike | None = None) -> FrozenBackboneSegmenter:
     """Build variant `key` with a frozen backbone (`.backbone`) and a trainable head (`.head`)."""
     spec = get_variant(key)
-    if head_weights is not None and spec.family != "denseaspp":
-        raise ValueError(f"{key}: head_weights apply to the DenseASPP variants only; its head comes from COCO")
+    if head_weights is not None and spec.head_dataset is None:
+        raise ValueError(f"{key}: head_weights apply to the variants whose head is pretrained by petseg "
+                         f"(VOC / ADE20K); its head comes from {spec.head_pretraining}")
     if not pretrained:
         randomised = ("the backbone is randomly initialised (the head is loaded from head_weights)"
                       if head_weights is not None else "backbone and head are randomly initialised")
         warnings.warn(f"{key}: pretrained=False, so {randomised}", stacklevel=2)
-    if spec.family == "torchvision":
-        return _torchvision_model(spec, num_classes, pretrained)
-    return _denseaspp_model(spec, num_classes, pretrained, head_weights)
+    files = {}  # one read of a file that holds both backbone and head (torchvision's COCO models)
+
+    def read(url: str) -> dict[str, torch.Tensor]:
+        if url not in files:
+            files[url] = load_state_dict_file(url)
+        return files[url]
+
+    # Built first, loaded after: the random draws are the same with or without weights, and a head file is read
+    # (and an unusable one named) before any download.
+    backbone = spec.encoder.factory()
+    head = spec.head(spec.encoder.channels, num_classes,
+                     read(spec.head_weights) if pretrained and spec.head_weights else None)
+    if head_weights is not None:
+        file_backbone, tensors, others = split_head_checkpoint(load_state_dict_file(head_weights))
+        report = load_head(head, tensors, str(head_weights))
+    if pretrained and spec.encoder.weights:
+        (spec.encoder.load or nn.Module.load_state_dict)(backbone, read(spec.encoder.weights))
+    if head_weights is not None:
+        report.not_head = len(file_backbone) + others
+        ours = (f"{Path(spec.encoder.weights).name} ({spec.backbone_weights})"
+                if pretrained and spec.encoder.weights else "random init")
+        # Head files keep the public DenseASPP layout: their backbone is the DenseNet `features`.
+        check_head_backbone(backbone.features, file_backbone, report, ours)
+        print(report)
+    elif pretrained and spec.head_dataset is not None:
+        warnings.warn(
+            f"{spec.key}: no head_weights given, so its head starts from random init rather than "
+            f"{spec.head_pretraining}; pass head_weights=PATH_OR_URL of a {spec.head_pretraining} checkpoint",
+            stacklevel=2,
+        )
+    model = FrozenBackboneSegmenter(backbone, head, align_corners=spec.align_corners)
+    model.head_load = report if head_weights is not None else None
+    return model
 
 
 def build_seeded_model(variant: str, pretrained: bool, seed: int, head_weights=None,
@@ -105,8 +93,10 @@ def build_seeded_model(variant: str, pretrained: bool, seed: int, head_weights=N
 
 
 def model_from_config(config: dict, head: dict | None = None, num_classes: int = 3) -> FrozenBackboneSegmenter:
-    """The model a saved trial config describes (variant, pretrained, seed, head_weights), built as the trial
-    built it. With `head` (a saved head state), that replaces the head and no head file is read."""
+    """The model a saved trial config describes (variant, pretrained, seed, head_weights, and where user variants
+    come from), built as the trial built it. With `head` (a saved head state), that replaces the head and no head
+    file is read."""
+    register_sources(config.get("variant_sources", ()))
     variant = config["variant"]
     head_file = None if head is not None else config.get("head_weights", {}).get(variant)
     model = build_seeded_model(variant, config["pretrained"], config["seed"], head_file, num_classes)

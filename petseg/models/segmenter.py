@@ -5,6 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# A backbone's output: one feature map, or named maps of a backbone with several outputs (LR-ASPP's "low", "high").
+Features = torch.Tensor | dict[str, torch.Tensor]
+
+
+def map_features(function, features: Features) -> Features:
+    """`function` applied to a backbone's output: the tensor, or each named tensor of a multi-output backbone."""
+    return {name: function(tensor) for name, tensor in features.items()} if isinstance(features, dict) \
+        else function(features)
+
 
 class FrozenBackboneSegmenter(nn.Module):
     """backbone -> head -> logits upsampled to the input size; the backbone never trains."""
@@ -28,12 +37,12 @@ class FrozenBackboneSegmenter(nn.Module):
         self.backbone.eval()
         return self
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The frozen backbone's output for `images` (no autograd graph is kept)."""
+    def features(self, images: torch.Tensor) -> Features:
+        """The frozen backbone's output for `images`: a tensor, or a dict of named ones (no autograd graph is kept)."""
         with torch.no_grad():
             return self.backbone(images)
 
-    def decode(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def decode(self, features: Features, size: tuple[int, int]) -> torch.Tensor:
         """Head logits for backbone `features`, bilinearly upsampled to `size` (H, W) as the reference does."""
         logits = self.head(features)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)

@@ -66,8 +66,8 @@ def head_label(p: Provenance) -> str:
 
 def backbone_label(p: Provenance) -> str:
     """The frozen backbone and where its weights came from ("... (random init)" without pretrained weights)."""
-    backbone = VARIANTS[p.variant].backbone
-    return backbone if p.pretrained else f"{backbone.split(' (')[0]} ({RANDOM})"
+    spec = VARIANTS[p.variant]
+    return spec.backbone if p.pretrained else f"{spec.backbone_name} ({RANDOM})"
 
 
 def model_name(p: Provenance) -> str:

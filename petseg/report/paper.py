@@ -60,7 +60,9 @@ def study_differences(config, data) -> list[str]:
 
 def row_difference(p: Provenance) -> str | None:
     """What in one variant's row differs from the paper beyond the study's setup: a VOC / ADE20K head that was
-    not loaded from a head file; None when nothing does."""
+    not loaded from a head file, or a variant the paper did not study; None when nothing does."""
+    if p.variant not in _published()["variants"]:
+        return "the paper did not study this variant"
     spec = VARIANTS[p.variant]
     if spec.head_dataset is not None and p.head_file is None:
         return f"its head is random init, not pretrained on {spec.head_pretraining} (no head file)"

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from ..data import IGNORE, NUM_CLASSES, SegmentationDataset
 from ..errors import NonFiniteLossError
 from ..metrics import ConfusionMatrix, confusion_matrix
+from ..models.segmenter import map_features
 
 
 def default_device() -> torch.device:
@@ -55,8 +56,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     """One pass over `loader` with cross-entropy (pixels labelled `ignore_index` not scored); mean loss per image."""
     model.train()
     total_loss, images = 0.0, 0
-    for inputs, target in loader:
-        inputs = inputs.to(device, non_blocking=True)
+    for inputs, target in loader:  # inputs: images, or cached features (named ones for a multi-output backbone)
+        inputs = map_features(lambda tensor: tensor.to(device, non_blocking=True), inputs)
         target = target.to(device, non_blocking=True)
         if not (target != ignore_index).any():
             continue  # nothing to learn from (an all-void ADE20K batch); its loss would be 0/0
@@ -71,8 +72,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total_loss += loss.item() * len(inputs)
-        images += len(inputs)
+        total_loss += loss.item() * len(target)
+        images += len(target)
     if images == 0:
         raise ValueError("the training loader yielded no batch (fewer images than one batch?)")
     return {"loss": total_loss / images}
@@ -85,15 +86,15 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, a
     model.eval()
     confmat = ConfusionMatrix(num_classes, ignore_index, device)
     total_loss, pixels, images = 0.0, 0, 0
-    for inputs, target in loader:
-        inputs = inputs.to(device, non_blocking=True)
+    for inputs, target in loader:  # inputs: images, or cached features (named ones for a multi-output backbone)
+        inputs = map_features(lambda tensor: tensor.to(device, non_blocking=True), inputs)
         target = target.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(inputs)
         # Summed and divided once at the end, so void pixels weigh nothing, whichever batch they fall in.
         total_loss += F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum").item()
         pixels += int((target != ignore_index).sum())
-        images += len(inputs)
+        images += len(target)
         confmat.update(logits.argmax(dim=1), target)
     if images == 0:
         raise ValueError("the evaluation loader yielded no batch")

@@ -2,7 +2,8 @@
 
 A backbone's output for an image does not change while the backbone is frozen and augmentation
 is offline (fixed copies), so the study needs one backbone pass per (backbone, images, input pipeline),
-not one per step. Features are stored in fp16 as memory-mapped files under `<cache_dir>/features/<key>/`.
+not one per step. Features are stored in fp16 as memory-mapped files under `<cache_dir>/features/<key>/`:
+`features.npy`, or one `features_<name>.npy` per named output of a backbone with several (LR-ASPP's low and high).
 The key covers everything that shapes them, derived from the objects themselves rather than from version
 numbers someone must bump:
 - the backbone: its tensors (names, shapes, values) and every module's type and hyperparameters (all public
@@ -44,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data import SegmentationDataset, decoding, fingerprint
 from ..disk import cached_arrays, default_cache_dir, file_lock, folder_size
 from ..models import FrozenBackboneSegmenter
+from ..models.segmenter import Features, map_features
 from ..node_cache import Lease, NodeCache, format_size, make_room, release_room
 from .description import module_description
 from .engine import amp_enabled, autocast
@@ -77,7 +79,7 @@ def input_pipeline(dataset: SegmentationDataset) -> dict:
 
 
 def feature_key(backbone: nn.Module, backbone_key: str, dataset: SegmentationDataset, precision: str,
-                output_stride: float) -> str:
+                output_stride: float | dict[str, float]) -> str:
     """Everything that shapes a dataset's features, hashed: feature code version, library versions, the
     backbone's complete description and weights, the images and the input pipeline, the precision the
     backbone ran in and the dtype the features are stored in."""
@@ -98,12 +100,21 @@ def cacheable(dataset: SegmentationDataset) -> bool:
     return dataset.augment != "online"
 
 
+def feature_arrays(features: Features) -> dict[str, torch.Tensor]:
+    """A backbone's output by cache array name: "features" for a backbone with one output, "features_<name>" for
+    each of several (so a single-output backbone's cache keeps the file it always had)."""
+    return {f"features_{name}": tensor for name, tensor in features.items()} if isinstance(features, dict) \
+        else {"features": features}
+
+
 class FeatureDataset(Dataset):
-    """(features float32 [C, h, w], mask int64 [H, W]) items read from a feature cache."""
+    """(features float32 [C, h, w] or a dict of them by output name, mask int64 [H, W]) items read from a feature
+    cache."""
 
     def __init__(self, arrays: dict[str, np.ndarray], folder: Path, build_seconds: float = 0.0,
                  lease: Lease | None = None):
-        self.features, self.masks = arrays["features"], arrays["masks"]
+        self.features = {name: array for name, array in arrays.items() if name != "masks"}
+        self.masks = arrays["masks"]
         self.folder = folder  # where the cache lives, so a study can evict it when it is done with it
         self.lease = lease  # held while this dataset lives: its node evicts no cache a trial reads
         # Backbone time this caller spent building the cache (0 when it was read as found), so a report can
@@ -111,10 +122,14 @@ class FeatureDataset(Dataset):
         self.build_seconds = build_seconds
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.masks)
 
     def __getitem__(self, index: int):
-        return (torch.from_numpy(np.asarray(self.features[index], dtype=np.float32)),
+        features = {name: torch.from_numpy(np.asarray(array[index], dtype=np.float32))
+                    for name, array in self.features.items()}
+        if list(features) == ["features"]:  # a backbone's only output is a tensor, as the head expects it
+            return features["features"], torch.from_numpy(np.asarray(self.masks[index], dtype=np.int64))
+        return ({name.removeprefix("features_"): tensor for name, tensor in features.items()},
                 torch.from_numpy(np.asarray(self.masks[index], dtype=np.int64)))
 
 
@@ -125,7 +140,7 @@ class HeadOnly(nn.Module):
         super().__init__()
         self.model, self.size = model, size
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: Features) -> torch.Tensor:
         """Head logits upsampled to size x size."""
         return self.model.decode(features, (self.size, self.size))
 
@@ -143,7 +158,7 @@ def backbone_batches(model: FrozenBackboneSegmenter, dataset: Dataset, device: t
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            yield backbone(images).float(), masks
+            yield map_features(torch.Tensor.float, backbone(images)), masks
 
 
 class BuildProgress:
@@ -192,11 +207,14 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
     # bf16 and fp32 backbone passes give different features: the precision is part of the key.
     precision = "bf16" if amp_enabled(device, amp) else "fp32"
     with torch.no_grad(), autocast(device, amp):
-        channels, height, width = model.backbone(dataset[0][0][None].to(device)).shape[1:]
+        probe = model.backbone(dataset[0][0][None].to(device))
+    shapes = {array: tuple(int(n) for n in tensor.shape[1:]) for array, tensor in feature_arrays(probe).items()}
+    strides = {array.removeprefix("features_"): dataset.size / shape[1] for array, shape in shapes.items()}
+    # A single output keeps the key it always had (one stride), so its caches stay valid.
     key = feature_key(model.backbone, backbone_key or backbone_fingerprint(model), dataset, precision,
-                      dataset.size / height)
+                      strides if isinstance(probe, dict) else strides["features"])
     folder = Path(cache_dir) / "features" / key
-    specs = {"features": ((len(dataset), channels, height, width), FEATURE_DTYPE),
+    specs = {**{array: ((len(dataset), *shape), FEATURE_DTYPE) for array, shape in shapes.items()},
              "masks": ((len(dataset), dataset.size, dataset.size), np.uint8)}
 
     build_seconds = []
@@ -207,8 +225,9 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
         with gpu_build_lock(cache_dir) if device.type == "cuda" else nullcontext():
             began = time.monotonic()  # after the lock: waiting for another trial's build is not this build
             for features, masks in backbone_batches(model, dataset, device, batch_size, amp):
-                stop = start + len(features)
-                arrays["features"][start:stop] = features.cpu().numpy().astype(FEATURE_DTYPE)
+                stop = start + len(masks)
+                for array, tensor in feature_arrays(features).items():
+                    arrays[array][start:stop] = tensor.cpu().numpy().astype(FEATURE_DTYPE)
                 arrays["masks"][start:stop] = masks.numpy().astype(np.uint8)
                 start = stop
                 built.update(stop)
@@ -217,7 +236,9 @@ def feature_dataset(model: FrozenBackboneSegmenter, dataset: SegmentationDataset
         progress(f"feature cache built: {len(dataset)} items, {size / 2**20:.1f} MiB in {folder} "
                  "(python -m petseg.train.features lists and clears caches)")
 
-    meta = {"items": len(dataset), "shape": [int(channels), int(height), int(width)], "dtype": "float16",
+    shape = {"shape": list(shapes["features"])} if "features" in shapes else \
+        {"shapes": {array: list(shape) for array, shape in shapes.items()}}
+    meta = {"items": len(dataset), **shape, "dtype": "float16",
             "computed_in": precision,
             "size": dataset.size, "augment": dataset.augment, "seed": dataset.seed}
     lease = Lease(folder) if node else None

@@ -1,4 +1,4 @@
-"""Fine-tune one variant's head: optimiser recipe per family, epochs, early stopping, resumable state.
+"""Fine-tune one variant's head: the optimiser recipe its registry entry names, epochs, early stopping, resumable state.
 
 No Ray here: `fit` reports each epoch through a callback, which the Ray trainable turns into
 `tune.report` and a checkpoint, and which plain Python can use directly.
@@ -14,22 +14,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..metrics import METRICS
-from ..models import VARIANTS, FrozenBackboneSegmenter, build_seeded_model
+from ..models import FrozenBackboneSegmenter, build_seeded_model, get_variant
+from ..models.recipes import RECIPES
 from .engine import default_device, evaluate, train_one_epoch
 from .features import HeadOnly, backbone_fingerprint, feature_dataset
 
 
 def make_optimizer(model: FrozenBackboneSegmenter, variant: str, lr: float, total_steps: int):
-    """The family's recipe with poly decay (power 0.9) stepped per batch over `total_steps`.
-
-    DenseASPP heads: Adam, weight decay 1e-5 (the DenseASPP paper). FCN / DeepLabV3 heads: SGD,
-    momentum 0.9, weight decay 1e-4 (torchvision's segmentation references).
-    """
-    params = model.trainable_parameters()
-    if VARIANTS[variant].family == "denseaspp":
-        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=1e-5)
-    else:
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    """The optimiser recipe `variant`'s entry names (petseg.models.recipes) with poly decay (power 0.9) stepped per
+    batch over `total_steps`."""
+    optimizer = RECIPES[get_variant(variant).recipe](model.trainable_parameters(), lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: (1 - min(step, total_steps - 1) / total_steps) ** 0.9)
     return optimizer, scheduler

@@ -34,14 +34,16 @@ FEATURE_BYTES = 2  # the cache stores features in fp16
 
 
 def bytes_per_item(variant: str, size: int) -> int:
-    """Disk bytes one image takes in `variant`'s backbone cache at `size` px: fp16 features plus a uint8 mask.
+    """Disk bytes one image takes in `variant`'s backbone cache at `size` px: fp16 features (of every output of a
+    backbone with several) plus a uint8 mask.
 
-    The feature shape comes from a forward pass on the meta device: no weights, no memory, no time.
+    The feature shapes come from a forward pass on the meta device: no weights, no memory, no time.
     """
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         features = build_seeded_model(variant, pretrained=False, seed=0).backbone(torch.empty(1, 3, size, size))
-    return math.prod(features.shape[1:]) * FEATURE_BYTES + size * size
+    outputs = features.values() if isinstance(features, dict) else [features]
+    return sum(math.prod(output.shape[1:]) for output in outputs) * FEATURE_BYTES + size * size
 
 
 @dataclass(frozen=True)

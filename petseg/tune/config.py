@@ -15,7 +15,9 @@ from pathlib import Path
 from ..disk import default_cache_dir
 from ..errors import ConfigError, WeightsUnavailableError
 from ..node_cache import parse_size
-from ..models import VARIANTS, build_seeded_model, find_head_weights, weights_cache_dir
+from ..models import (VARIANTS, build_seeded_model, default_variants, find_head_weights, get_variant,
+                      register_sources, resolve_variants, weights_cache_dir)
+from ..models.recipes import RECIPES
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
 from .storage import Location
 from .yaml_file import read_yaml
@@ -31,7 +33,10 @@ class SearchConfig:
     """What a study searches and compares: variants, data, training and the search (Ray's TuneConfig side)."""
 
     preset: str = "paper"  # which preset the defaults came from (set by resolve_config; "paper" is compared to the paper)
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    # Registry keys; `module:function` names of a user's variant and installed `petseg.variants` entry points are
+    # resolved to keys by resolve_config, which records the user functions read in variant_sources.
+    variants: list[str] = field(default_factory=default_variants)
+    variant_sources: list[str] = field(default_factory=list)
     dataset: str = "pets"  # "pets" (Oxford-IIIT Pet) or "folder" (images/, masks/, classes.txt under data_root)
     data_root: str | None = None
     download: bool = False
@@ -43,7 +48,7 @@ class SearchConfig:
     patience: int = 3  # epochs without val-loss improvement before a trial stops itself
     num_samples: int = 8  # learning rates tried per variant
     sampler: str = DEFAULT_SAMPLER  # "gp" (default), "tpe" or "random": see petseg.tune.search_space
-    # Searched head learning rate, log-uniform, per optimiser family (Adam vs SGD scale differently).
+    # Searched head learning rate, log-uniform, per optimiser recipe (Adam vs SGD scale differently).
     lr_range: dict[str, list[float]] = field(
         default_factory=lambda: {"denseaspp": [1e-5, 1e-2], "torchvision": [1e-4, 1e-1]})
     grace_period: int = 2
@@ -214,6 +219,7 @@ class StudyConfig:
         search = self.search
         return {"max_epochs": search.max_epochs, "batch_size": search.batch_size, "patience": search.patience,
                 "pretrained": search.pretrained, "seed": search.seed, "head_weights": search.head_weights,
+                "variant_sources": search.variant_sources,
                 "head_backbone_checked": search.head_backbone_checked,
                 "amp": search.amp, "feature_cache": search.feature_cache}
 
@@ -224,6 +230,10 @@ def load_config(source: dict | str | os.PathLike | Location) -> StudyConfig:
     values = source if isinstance(source, dict) else read_yaml(source if isinstance(source, Location) else Path(source))
     where = "" if isinstance(source, dict) else f" in {source}"
     config = StudyConfig.from_flat(flattened(values, where), where)
+    try:  # a fresh process knows the study's user variants again
+        register_sources(config.search.variant_sources)
+    except ValueError as err:
+        raise ConfigError(f"{err}{where}") from err
     validate(config)
     return config
 
@@ -249,7 +259,8 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
                    overrides: dict | None = None) -> StudyConfig:
     """Preset, then the YAML file, then `overrides` (flags; None values ignored), validated. A mapping value
     (lr_range, head_weights) merges key by key over the one below it: `lr_range: {denseaspp: [...]}` changes
-    that family's range and keeps the other's."""
+    that recipe's range and keeps the other's. `variants` may name a user's variant as `module:function` or an
+    installed `petseg.variants` entry point: it is registered, and recorded in variant_sources."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     values = StudyConfig.from_flat(PRESETS[preset]).to_flat()  # the defaults too, so mappings merge over them
@@ -261,6 +272,12 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
             below = values.get(name)
             values[name] = {**below, **value} if isinstance(below, dict) and isinstance(value, dict) else value
     values["preset"] = preset  # a record of where the defaults came from, not a setting
+    try:
+        register_sources(values["variant_sources"])
+        values["variants"], read = resolve_variants(values["variants"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    values["variant_sources"] = list(dict.fromkeys(values["variant_sources"] + read))
     config = StudyConfig.from_flat(values)
     # Trials run in their own folders (on any node): a relative cache dir, from the flag, the YAML or
     # $PETSEG_CACHE, would give every trial caches of its own. It means the folder this command ran in.
@@ -311,20 +328,21 @@ def check_name(name: str, flag: str = "name (--name)") -> str:
 def validate(config: StudyConfig) -> None:
     """Raise ConfigError naming the first unusable value and what to do about it."""
     check_name(config.run.name)
+    choices = f"choose from: {', '.join(VARIANTS)}, or a function of yours as module:function"
     if not config.search.variants:
-        raise ConfigError(f"no variants selected; choose from: {', '.join(VARIANTS)}")
+        raise ConfigError(f"no variants selected; {choices}")
     unknown = [v for v in config.search.variants if v not in VARIANTS]
     if unknown:
-        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
-    for family, bounds in config.search.lr_range.items():
-        if family not in ("denseaspp", "torchvision"):
-            raise ConfigError(f"lr_range has unknown family {family!r}; use 'denseaspp' and 'torchvision'")
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; {choices}")
+    for recipe, bounds in config.search.lr_range.items():
+        if recipe not in RECIPES:
+            raise ConfigError(f"lr_range has unknown recipe {recipe!r}; use {' and '.join(map(repr, RECIPES))}")
         if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
-            raise ConfigError(f"lr_range for {family} is {bounds}: give [low, high] with 0 < low < high")
-    needed = sorted({VARIANTS[v].family for v in config.search.variants} - set(config.search.lr_range))
+            raise ConfigError(f"lr_range for {recipe} is {bounds}: give [low, high] with 0 < low < high")
+    needed = sorted({VARIANTS[v].recipe for v in config.search.variants} - set(config.search.lr_range))
     if needed:
         raise ConfigError(f"lr_range has no range for {', '.join(needed)}, which the selected variants train; "
-                          "give lr_range: {denseaspp: [low, high], torchvision: [low, high]}")
+                          "give lr_range: {" + ", ".join(f"{r}: [low, high]" for r in RECIPES) + "}")
     positive = ("image_size", "batch_size", "max_epochs", "patience", "num_samples", "grace_period",
                 "timing_repeats")
     for name in positive:
@@ -385,8 +403,8 @@ def loader_workers(num_workers: int | None, cpus_per_trial: float) -> int:
 
 
 def lr_bounds(config: StudyConfig, variant: str) -> tuple[float, float]:
-    """The log-uniform learning-rate range searched for `variant` (by its optimiser family)."""
-    low, high = config.search.lr_range[VARIANTS[variant].family]
+    """The log-uniform learning-rate range searched for `variant` (by its entry's optimiser recipe)."""
+    low, high = config.search.lr_range[get_variant(variant).recipe]
     return float(low), float(high)
 
 

@@ -19,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..data import DataSpec, SegmentationDataset, datasets_from_spec
 from ..drawing import PALETTE, palette_for, strip
 from ..errors import NonFiniteLossError
+from ..models import register_sources
 from ..models.checkpoints import TRIAL_STATE_FILE, load_trial_state, save_trial_state
 from ..metrics import METRICS
 from ..node_cache import node_cache
@@ -71,6 +72,7 @@ def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> Non
     messages: a Ray queue the driver prints from (a trial's own output stays in its log files).
     """
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
+    register_sources(config.get("variant_sources", ()))  # a worker process registers the study's user variants
     node = ray.util.get_node_ip_address()
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the GPU share Ray gave this trial, shown in all_trials.csv
 
