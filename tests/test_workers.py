@@ -87,7 +87,7 @@ def fake_trial(monkeypatch, tmp_path):
               "pretrained": False, "seed": 0, "head_weights": {}, "amp": False, "feature_cache": False}
     settings = {"cpus_per_trial": 1, "max_failures": 2, "num_workers": 0, "cache_dir": str(tmp_path),
                 "live_variants": []}
-    data = SimpleNamespace(num_classes=3, kind="pets")
+    data = SimpleNamespace(num_classes=3, kind="pets", pretraining=False)
 
     def run(fit):
         monkeypatch.setattr(trainable, "fit", fit)
