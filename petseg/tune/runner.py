@@ -28,6 +28,7 @@ from .concurrency import Concurrency, LiveLimit, alive_node_resources
 from .cache_plan import CacheGate, CachePlan, cache_items, measured_nodes, study_cache_plan
 from .trial_checkpoints import CompactEnded, remove_stand_ins, stand_in_for_lost
 from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearcher, searchers_run_with
+from .saved_state import check_saved_state
 from .storage import Location, check_writable
 from .study_lock import StudyLock
 from .trainable import train_variant
@@ -189,6 +190,7 @@ def run_search(config: StudyConfig, data: DataSpec, resume: bool = False, metric
     # the real bound, so Tune's must not be lower (its default for a custom searcher is one).
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(sum(planned_trials(config, fixed).values()), 1))
     if resume:
+        check_saved_state(path, config.run.name)
         stand_in_for_lost(path)
         tuner = tune.Tuner.restore(path.path, trainable=resourced_trainable(config, data, messages, plan),
                                    resume_unfinished=True, resume_errored=False, storage_filesystem=path.filesystem)
