@@ -224,14 +224,18 @@ def test_killed_node_trials_resume_elsewhere_from_their_checkpoint(tmp_path):
                                           max_worker_losses=2))],
             env=cluster.env, stdout=(tmp_path / "driver.log").open("w"), stderr=subprocess.STDOUT, cwd=tmp_path)
 
-        def a_trial_on_the_doomed_node_has_an_epoch():
-            return any(r.get("node") == "127.0.0.4" and r["epoch"] < 4
-                       for rs in results_by_trial(experiment).values() for r in rs[-1:])
+        workers, doomed = ("127.0.0.3", "127.0.0.4"), []
 
-        wait_for(a_trial_on_the_doomed_node_has_an_epoch, 300, "a trial on 127.0.0.4 to checkpoint an epoch")
+        def a_trial_on_a_worker_node_has_an_epoch():  # Ray places trials as it likes: either worker will do
+            doomed[:] = [r["node"] for rs in results_by_trial(experiment).values() for r in rs[-1:]
+                         if r.get("node") in workers and r["epoch"] < 4][:1]
+            return bool(doomed)
+
+        wait_for(a_trial_on_a_worker_node_has_an_epoch, 300, "a trial on a worker node to checkpoint an epoch")
         before = results_by_trial(experiment)
-        victims = [t for t, rs in before.items() if rs and rs[-1]["node"] == "127.0.0.4" and rs[-1]["epoch"] < 4]
-        stop(cluster.nodes.pop("127.0.0.4"))  # the node and everything it runs
+        victims = [t for t, rs in before.items() if rs and rs[-1]["node"] == doomed[0] and rs[-1]["epoch"] < 4]
+        stop(cluster.nodes.pop(doomed[0]))  # the node and everything it runs
+        assert victims, before  # a trial was mid-way on the node when it went
         assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     finally:
         cluster.stop_all()
@@ -241,7 +245,7 @@ def test_killed_node_trials_resume_elsewhere_from_their_checkpoint(tmp_path):
     after = results_by_trial(experiment)
     for trial_id in victims:
         assert trials.loc[trial_id, "worker_losses"] >= 1 and trials.loc[trial_id, "failures"] == 0
-        assert trials.loc[trial_id, "node"] != "127.0.0.4"
+        assert trials.loc[trial_id, "node"] != doomed[0]
         epochs = [r["epoch"] for r in after[trial_id]]
         assert epochs[-1] == 4  # finished all its epochs elsewhere
         checkpointed = max(r["epoch"] for r in before[trial_id])

@@ -17,6 +17,8 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from petseg.tune.saved_state import STATE_FILES
+
 REPO = Path(__file__).resolve().parents[1]
 COMPARE = REPO / "experiments" / "compare.py"
 
@@ -500,8 +502,17 @@ def test_a_driver_killed_mid_trial_costs_at_most_the_epoch_in_progress(tmp_path)
         def epochs_seen():  # the epochs the driver has printed (it prints each result as Tune hands it over)
             return [int(e) for e in re.findall(r"denseaspp_voc .* epoch (\d+)/5", console.read_text())]
 
+        def between_epochs():  # Tune's copy to storage of the last epoch's results and state has ended
+            seen, experiment = epochs_seen(), tmp_path / "ray" / "midtrial"
+            try:
+                copied = len(result_lines(experiment)) >= len(seen)
+                states = [f.stat().st_size for f in experiment.glob("*") if f.name.startswith(STATE_FILES)]
+            except (ValueError, OSError):  # a line or a file being written
+                return False
+            return 2 <= len(seen) < 5 and copied and bool(states) and all(states)
+
         deadline = time.time() + 300
-        while time.time() < deadline and not 2 <= len(epochs_seen()) < 5:
+        while time.time() < deadline and not between_epochs():
             assert driver.poll() is None, "the study finished before it could be interrupted"
             time.sleep(0.05)
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started: a crash
