@@ -20,9 +20,9 @@ from ..disk import cached_json
 from ..errors import DatasetError
 from .dataset import SegmentationDataset
 from .files import fingerprint, load_image, open_decoded
+from .pets import PARTS, overlaps
 from .voc_ade import IGNORE
 
-PARTS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 LAYOUT = ("DIR/images/<stem>.{jpg,jpeg,png,webp}, DIR/masks/<stem>.png and DIR/classes.txt "
           "(optional DIR/splits/{train,val,test}.txt)")
@@ -177,12 +177,9 @@ def _listed_split(root: Path, stems: set[str]) -> dict | None:
             raise DatasetError(f"{path}: {len(unknown)} stems have no image and mask pair (e.g. {unknown[:3]}); "
                                "list stems of DIR/images and DIR/masks", path)
         split[part] = sorted(set(names))
-    for i, first in enumerate(PARTS):
-        for second in PARTS[i + 1:]:
-            both = sorted(set(split[first]) & set(split[second]))
-            if both:
-                raise DatasetError(f"{folder}: {len(both)} stems are in both {first}.txt and {second}.txt "
-                                   f"(e.g. {both[:3]}); a test image would leak into training", folder)
+    for first, second, both in overlaps(split):
+        raise DatasetError(f"{folder}: {len(both)} stems are in both {first}.txt and {second}.txt "
+                           f"(e.g. {both[:3]}); a test image would leak into training", folder)
     return {"seed": None, "source": "splits", **split}
 
 

@@ -127,13 +127,17 @@ def split_samples(samples: dict[str, list[Sample]], split: dict, source: str | P
     if unknown:
         raise DatasetError(f"{source}: {len(unknown)} names are not in the dataset (e.g. {unknown[:3]}); "
                            "it was made for another dataset tree. Delete it to make a new split", source)
-    for i, first in enumerate(PARTS):
-        for second in PARTS[i + 1:]:
-            both = sorted(set(split[first]) & set(split[second]))
-            if both:
-                raise DatasetError(f"{source}: {len(both)} names are in both {first} and {second} "
-                                   f"(e.g. {both[:3]}); delete it to make a new split", source)
+    for first, second, both in overlaps(split):
+        raise DatasetError(f"{source}: {len(both)} names are in both {first} and {second} "
+                           f"(e.g. {both[:3]}); delete it to make a new split", source)
     return {part: [by_name[n] for n in split[part]] for part in PARTS}
+
+
+def overlaps(split: dict) -> list[tuple[str, str, list[str]]]:
+    """(part, later part, the names in both) for each pair of a split's parts that share names."""
+    pairs = [(first, second) for i, first in enumerate(PARTS) for second in PARTS[i + 1:]]
+    shared = [(first, second, sorted(set(split[first]) & set(split[second]))) for first, second in pairs]
+    return [overlap for overlap in shared if overlap[2]]
 
 
 def load_split(path: str | Path, samples: dict[str, list[Sample]] | None = None) -> dict:
