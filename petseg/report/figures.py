@@ -173,7 +173,8 @@ def qualitative_grid(images, truths, predictions: dict[str, list], path: str | P
                ("ground truth", [colourize(torch.as_tensor(t), palette) for t in truths])]
     columns += [(variant_label(v, names), [colourize(torch.as_tensor(m), palette) for m in masks])
                 for v, masks in predictions.items()]
-    legend_inches, gap = 0.3 * -(-len(class_names) // 6) + 0.1, 0.05  # legend rows of 6; gap: space between images, as a share of one
+    # The legend's rows hold 6 classes each; gap: space between images, as a share of one.
+    legend_inches, gap = 0.3 * -(-len(class_names) // 6) + 0.1, 0.05
     figure = _new_figure(CELL_INCHES * len(columns), CELL_INCHES * len(images) + legend_inches, layout=None)
     titles = [_wrap(figure, title, FILL * CELL_INCHES) for title, _ in columns]
     # A band for the longest wrapped title (and its pad) above the images, so they keep their size; laid out

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import IGNORE, NUM_CLASSES, SegmentationDataset
+from ..data import IGNORE, SegmentationDataset
 from ..errors import NonFiniteLossError
 from ..metrics import ConfusionMatrix, confusion_matrix
 from ..models.segmenter import map_features
@@ -105,14 +105,14 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, a
 
 @torch.no_grad()
 def per_image_confusions(model: nn.Module, dataset: SegmentationDataset, device: torch.device, batch_size: int,
-                         original_size: bool = False, num_classes: int | None = None) -> np.ndarray:
+                         original_size: bool = False) -> np.ndarray:
     """int64 [N, C, C] confusion matrix of each dataset item, in order (rows = ground truth; C: the dataset's
-    classes unless given; pixels labelled IGNORE are not scored).
+    classes; pixels labelled IGNORE are not scored).
 
     By default at the dataset's size (masks resized nearest, as in training). With original_size,
     each image's logits are upsampled bilinearly to its original size and scored on its full mask.
     """
-    num_classes = num_classes or getattr(dataset, "num_classes", NUM_CLASSES)
+    num_classes = dataset.num_classes
     if original_size and dataset.augment is not None:
         raise ValueError(f"original_size needs an unaugmented dataset (augment={dataset.augment!r}): "
                          "augmented copies have no original mask")
