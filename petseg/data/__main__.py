@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from . import folder, pets
+from .spec import STUDY_KINDS
 
 
 def check_pets(args: argparse.Namespace) -> tuple[dict, tuple[str, ...], np.ndarray, list, int]:
@@ -42,7 +43,7 @@ def check_folder(args: argparse.Namespace) -> tuple[dict, tuple[str, ...], np.nd
 def main(argv: list[str] | None = None) -> int:
     """CLI: check every image and mask of a tree; print split sizes, class shares and problems."""
     parser = argparse.ArgumentParser(prog="python -m petseg.data", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="pets", choices=("pets", "folder"), help="the tree's layout")
+    parser.add_argument("--dataset", default="pets", choices=STUDY_KINDS, help="the tree's layout")
     parser.add_argument("--root", required=True, help="directory containing oxford-iiit-pet/, or the folder dataset")
     parser.add_argument("--download", action="store_true", help="download Oxford-IIIT Pet if it is missing")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 from ..disk import default_cache_dir
+from ..data.spec import STUDY_KINDS
 from ..errors import ConfigError, WeightsUnavailableError
 from ..node_cache import parse_size
 from ..models import (VARIANTS, build_seeded_model, default_variants, find_head_weights, get_variant,
@@ -22,7 +23,6 @@ from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
 from .storage import Location
 from .yaml_file import read_yaml
 
-STUDY_DATASETS = ("pets", "folder")  # the layouts a study reads (petseg.data.spec.STUDY_KINDS)
 SEEDS_SUFFIX = "-seeds"  # a study's seed repeats are the Ray experiment <name>-seeds
 # A folder name holds 255 bytes; Ray's own files and petseg's suffixes need room beside the study's name.
 MAX_NAME_BYTES = 200
@@ -382,8 +382,8 @@ def validate(config: StudyConfig) -> None:
     if config.run.max_worker_losses < 0:
         raise ConfigError(f"max_worker_losses must be 0 or more (restarts of a trial whose node was lost), got "
                           f"{config.run.max_worker_losses}; a negative value would restart a trial forever")
-    if config.search.dataset not in STUDY_DATASETS:
-        raise ConfigError(f"dataset (--dataset) must be one of {', '.join(STUDY_DATASETS)}, got {config.search.dataset!r}")
+    if config.search.dataset not in STUDY_KINDS:
+        raise ConfigError(f"dataset (--dataset) must be one of {', '.join(STUDY_KINDS)}, got {config.search.dataset!r}")
     if config.search.download and config.search.dataset != "pets":
         raise ConfigError(f"download (--download) fetches Oxford-IIIT Pet only; a {config.search.dataset} dataset is "
                           "read from --data-root as it is")
