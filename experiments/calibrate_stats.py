@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from petseg.errors import PetsegError
-from petseg.metrics import METRICS
+from petseg.metrics import metric_names
 from petseg.report import calibration
 from petseg.train.timing import device_name
 
@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seed-to-seed SD of a run's per-pixel accuracy")
     parser.add_argument("--delta", type=float, default=defaults.delta,
                         help="variant A's advantage in per-pixel accuracy under the alternative (power)")
-    parser.add_argument("--metric", default="weighted_iou", choices=METRICS, help="the metric tested")
+    parser.add_argument("--metric", default="weighted_iou", choices=metric_names(), help="the metric tested")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--output", default="results/calibration.md", help="where the Markdown report goes")

@@ -21,13 +21,10 @@ from petseg.report.stats import summarize
 from petseg.train.engine import default_device, per_image_confusions
 from petseg.train.inference import checkpoint_classes, checkpoint_dataset, load_best
 
-LABELS = {name: metric.label for name, metric in REGISTRY.items()}
-
-
 def format_summary(title: str, summary: dict) -> str:
     """A titled block: each metric with its CI, then the per-class IoU."""
     lines = [f"{title}:"]
-    for metric, label in LABELS.items():
+    for metric, label in ((name, metric.label) for name, metric in REGISTRY.items()):
         lines.append(f"  {label:<15} {summary[metric]:.4f}  "
                      f"(95% CI {summary[f'{metric}_low']:.4f} - {summary[f'{metric}_high']:.4f})")
     names = [key.removeprefix("iou_") for key in summary if key.startswith("iou_")]

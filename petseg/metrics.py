@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 @dataclass(frozen=True)
 class Metric:
     """A split-level score: its name (the `val_<name>` / `test_<name>` columns), its label in tables and figures,
@@ -29,9 +28,33 @@ def _mean_over_present(values: torch.Tensor, stats: dict[str, torch.Tensor]) -> 
     return torch.where(stats["present"], values, 0.0).sum(dim=1) / stats["present"].sum(dim=1)
 
 
-# Adding a metric is one entry here. A headline one joins the Holm family of every verdict (and can change
-# verdicts); a reported one only adds columns.
-REGISTRY: dict[str, Metric] = {metric.name: metric for metric in (
+REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add `metric` to every table, result column and (if headline) the Holm family of the verdicts; a plugin module
+    calls this at import. A name already registered to another metric is refused."""
+    if not metric.name.isidentifier():
+        raise ValueError(f"metric name {metric.name!r} must be a Python identifier: it names result columns")
+    if REGISTRY.get(metric.name, metric) is not metric:
+        raise ValueError(f"metric {metric.name!r} is already registered ({REGISTRY[metric.name].label})")
+    REGISTRY[metric.name] = metric
+    return metric
+
+
+def metric_names() -> tuple[str, ...]:
+    """Every registered metric, in table order (the built-in ones first, then plugins' in the order registered)."""
+    return tuple(REGISTRY)
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """The metrics the paired tests, their Holm family and the verdicts cover."""
+    return tuple(name for name, metric in REGISTRY.items() if metric.headline)
+
+
+# Adding a metric is one register_metric call. A headline one joins the Holm family of every verdict (and can
+# change verdicts); a reported one only adds columns.
+for _metric in (
     Metric("pixel_accuracy", "pixel accuracy", lambda s: s["true_positive"].sum(dim=1) / s["total"], headline=True),
     Metric("mean_iou", "mIoU", lambda s: _mean_over_present(s["iou"], s), headline=True),
     # Absent classes have zero frequency; where() keeps their NaN out of the sum.
@@ -40,9 +63,8 @@ REGISTRY: dict[str, Metric] = {metric.name: metric for metric in (
     # Dice (F1) per class, 2 TP / (ground truth + predicted pixels), averaged over the classes present.
     Metric("dice", "Dice", lambda s: _mean_over_present(2 * s["true_positive"] / (s["union"] + s["true_positive"]), s),
            headline=False),
-)}
-METRICS = tuple(REGISTRY)  # every reported metric, in table order
-HEADLINE_METRICS = tuple(name for name, metric in REGISTRY.items() if metric.headline)
+):
+    register_metric(_metric)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -103,4 +125,4 @@ def scores(confmat: torch.Tensor) -> dict:
     if confmat.sum() == 0:
         raise ValueError("empty confusion matrix: no pixels were scored")
     one = batch_scores(torch.as_tensor(confmat)[None])
-    return {**{name: float(one[name][0]) for name in METRICS}, "iou_per_class": one["iou_per_class"][0].tolist()}
+    return {**{name: float(one[name][0]) for name in metric_names()}, "iou_per_class": one["iou_per_class"][0].tolist()}

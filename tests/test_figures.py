@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from petseg.metrics import METRICS
+from petseg.metrics import metric_names
 from petseg.report import figures
 from petseg.report.figures import learning_curves, lr_landscape, metric_bars, qualitative_grid
 
@@ -59,7 +59,7 @@ def test_lr_landscape(tmp_path):
 
 def test_metric_bars(tmp_path):
     rows = pd.DataFrame({"variant": VARIANTS})
-    for offset, metric in enumerate(METRICS):
+    for offset, metric in enumerate(metric_names()):
         rows[metric] = 0.9 - 0.1 * offset
         rows[f"{metric}_low"], rows[f"{metric}_high"] = rows[metric] - 0.02, rows[metric] + 0.03
     width, height = png_size(metric_bars(rows, tmp_path / "bars.png"))
@@ -206,7 +206,7 @@ def test_a_variant_drawn_without_a_label_is_refused(tmp_path):
 def test_metric_bars_tick_labels_are_the_names_given_and_never_overlap(tmp_path, drawn):
     names = {f"variant_{i}": LONG[i] for i in range(8)}
     rows = pd.DataFrame({"variant": list(names)})
-    for metric in METRICS:
+    for metric in metric_names():
         rows[metric], rows[f"{metric}_low"], rows[f"{metric}_high"] = 0.7, 0.65, 0.75
     metric_bars(rows, tmp_path / "bars.png", names)
     figure, = drawn

@@ -81,19 +81,63 @@ def test_ignore_index_and_bad_ids():
 
 
 def test_dice_is_reported_beside_the_headline_metrics_and_never_joins_their_tests():
-    from petseg.metrics import HEADLINE_METRICS, METRICS, REGISTRY
+    from petseg.metrics import REGISTRY, headline_metrics, metric_names
     from petseg.report import stats
     from petseg.report.analysis import metrics_covered
-    from petseg.report.tables import TABLE2
+    from petseg.report.tables import table2_columns
 
     confmat = torch.tensor([[5, 1, 0], [2, 7, 1], [0, 0, 0]])
     # Dice per class: 2*5/(6+7), 2*7/(10+8), and 0 for the class only ever predicted; mean over the three.
     assert scores(confmat)["dice"] == pytest.approx((10 / 13 + 14 / 18 + 0) / 3)
-    assert HEADLINE_METRICS == ("pixel_accuracy", "mean_iou", "weighted_iou") and "dice" in METRICS
-    assert not REGISTRY["dice"].headline and TABLE2["test_dice"] == "Dice"
+    assert headline_metrics() == ("pixel_accuracy", "mean_iou", "weighted_iou") and "dice" in metric_names()
+    assert not REGISTRY["dice"].headline and table2_columns()["test_dice"] == "Dice"
     rng = np.random.default_rng(0)
     scored = {name: rng.integers(1, 50, size=(6, 3, 3)) for name in ("a", "b", "c")}
     rows = stats.pairwise_tests(scored, n_resamples=200)
-    assert len(rows) == 3 * len(HEADLINE_METRICS) and {row["metric"] for row in rows} == set(HEADLINE_METRICS)
+    assert len(rows) == 3 * len(headline_metrics()) and {row["metric"] for row in rows} == set(headline_metrics())
     assert metrics_covered() == ("The verdicts cover the headline metrics (pixel accuracy, mIoU, weighted mIoU); "
                                  "Dice is reported, not tested.")
+
+
+@pytest.fixture
+def registry_snapshot():
+    """Restore the metric registry after a test registers its own."""
+    from petseg.metrics import REGISTRY
+    saved = dict(REGISTRY)
+    yield
+    REGISTRY.clear()
+    REGISTRY.update(saved)
+
+
+def test_a_registered_metric_reaches_every_table_and_only_a_headline_one_grows_the_holm_family(registry_snapshot):
+    from petseg.metrics import Metric, headline_metrics, metric_names, register_metric
+    from petseg.report import stats
+    from petseg.report.analysis import metrics_covered
+    from petseg.report.tables import table2_columns
+
+    register_metric(Metric("recall_0", "recall of class 0",
+                           lambda s: s["true_positive"][:, 0] / s["gt_pixels"][:, 0], headline=False))
+    confmat = torch.tensor([[6, 2, 0], [2, 7, 1], [0, 0, 4]])
+    assert scores(confmat)["recall_0"] == pytest.approx(6 / 8)
+    assert metric_names()[-1] == "recall_0" and table2_columns()["test_recall_0"] == "recall of class 0"
+    assert "recall_0" not in headline_metrics() and "recall of class 0" in metrics_covered()
+    summary = stats.summarize(np.stack([confmat.numpy()] * 4), n_resamples=50)
+    assert summary["recall_0"] == pytest.approx(6 / 8) and summary["recall_0_low"] <= summary["recall_0_high"]
+    rng = np.random.default_rng(0)
+    scored = {name: rng.integers(1, 50, size=(6, 3, 3)) for name in ("a", "b")}
+    assert len(stats.pairwise_tests(scored, n_resamples=100)) == 3
+
+    register_metric(Metric("recall_1", "recall of class 1",
+                           lambda s: s["true_positive"][:, 1] / s["gt_pixels"][:, 1], headline=True))
+    assert headline_metrics()[-1] == "recall_1"
+    assert {row["metric"] for row in stats.pairwise_tests(scored, n_resamples=100)} == set(headline_metrics())
+
+
+def test_a_metric_name_is_a_column_name_and_taken_once(registry_snapshot):
+    from petseg.metrics import REGISTRY, Metric, register_metric
+
+    with pytest.raises(ValueError, match="must be a Python identifier"):
+        register_metric(Metric("f-score", "F", REGISTRY["dice"].compute, headline=False))
+    with pytest.raises(ValueError, match="'dice' is already registered"):
+        register_metric(Metric("dice", "my Dice", REGISTRY["dice"].compute, headline=False))
+    assert register_metric(REGISTRY["dice"]) is REGISTRY["dice"]  # the same entry again is harmless

@@ -13,9 +13,9 @@ import torch
 
 from petseg.data import PetSegmentation, find_samples, load_trimap
 from petseg.train.engine import evaluate
-from petseg.metrics import scores
+from petseg.metrics import metric_names, scores
 from petseg.report.calibration import TOLERANCE, CalibrationError, Scenario, calibrate
-from petseg.report.stats import (METRICS, batch_scores, bootstrap_ci, holm, paired_test, paired_variant_test,
+from petseg.report.stats import (batch_scores, bootstrap_ci, holm, paired_test, paired_variant_test,
                                  pairwise_tests, seed_summary, summarize)
 from petseg.train.engine import per_image_confusions
 from petseg.models import build_seeded_model
@@ -49,14 +49,14 @@ def test_batch_scores_match_metrics_scores_including_absent_classes():
     confmats[5, 2, :] = 0  # class 2 absent from both ground truth and prediction: NaN IoU, left out
     confmats[5, :, 2] = 0
     confmats[7, 1, 1] = 0  # class 1 present but never right: IoU 0, counted
-    for metric in METRICS:
+    for metric in metric_names():
         expected = [scores(torch.from_numpy(c))[metric] for c in confmats]
         assert batch_scores(confmats, metric) == pytest.approx(expected, abs=1e-12)
 
 
 def test_identical_images_collapse_the_interval_to_the_point():
     confusions = np.repeat(np.array([[[50, 3, 1], [4, 30, 2], [5, 1, 9]]]), 40, axis=0)
-    for metric in METRICS:
+    for metric in metric_names():
         point, low, high = bootstrap_ci(confusions, metric, n_resamples=500)
         assert point == pytest.approx(scores(torch.from_numpy(confusions[0]))[metric], abs=1e-12)
         assert low == pytest.approx(point, abs=1e-12) and high == pytest.approx(point, abs=1e-12)
@@ -79,7 +79,7 @@ def test_all_or_nothing_images_give_the_binomial_proportion_interval():
 def test_planted_difference_is_flagged_both_ways():
     rng = np.random.default_rng(0)
     better, worse = noisy_confusions(rng, 60, 0.9), noisy_confusions(rng, 60, 0.8)
-    for metric in METRICS:
+    for metric in metric_names():
         result = paired_test(better, worse, metric)
         assert result["verdict"] == "A better", metric
         assert result["diff"] > 0 and 0 < result["low"] <= result["diff"] <= result["high"]
@@ -138,7 +138,7 @@ def test_variant_test_is_a_paired_t_test_over_seeds_when_the_images_add_no_varia
     rng = np.random.default_rng(9)
     per_run = rng.integers(10, 200, size=(2, 4, 3, 3))  # variant, seed, matrix
     runs_a, runs_b = (np.repeat(per_run[v][:, None], 20, axis=1) for v in (0, 1))  # [4 seeds, 20 images, 3, 3]
-    for metric in METRICS:
+    for metric in metric_names():
         a, b = (batch_scores(per_run[v], metric) for v in (0, 1))
         result = paired_variant_test(runs_a, runs_b, metric, n_resamples=300)
         assert result["diff"] == pytest.approx(np.mean(a - b))
@@ -230,7 +230,7 @@ def test_summarize_has_every_metric_with_its_interval_and_the_class_ious():
     confusions = noisy_confusions(np.random.default_rng(7), 20, 0.8)
     summary = summarize(confusions, n_resamples=200)
     whole = scores(torch.from_numpy(confusions.sum(axis=0)))
-    for metric in METRICS:
+    for metric in metric_names():
         assert summary[metric] == pytest.approx(whole[metric])
         assert summary[f"{metric}_low"] <= summary[metric] <= summary[f"{metric}_high"]
     assert [summary[f"iou_{c}"] for c in ("pet", "background", "border")] == pytest.approx(whole["iou_per_class"])

@@ -12,7 +12,7 @@ import torch
 import petseg.tune.trainable as trainable
 from petseg.errors import NonFiniteLossError
 from petseg.synthetic import write_dataset
-from petseg.tune.trainable import NAN_METRICS, ImageLogger, run_with_retries
+from petseg.tune.trainable import nan_metrics, ImageLogger, run_with_retries
 
 
 def open_files() -> int:
@@ -118,7 +118,7 @@ def test_a_nan_trial_ends_at_once_and_an_erroring_one_after_its_retries(fake_tri
     assert len(attempts) == 3 and len(closed) == 1 + 3  # tried 1 + max_failures times, each writer closed
     final = reports[-1]
     assert final["trial_error"] == "RuntimeError: a bug" and final["failures"] == 3
-    assert all(final[name] != final[name] for name in NAN_METRICS)  # NaN: ranked as a failed trial
+    assert all(final[name] != final[name] for name in nan_metrics())  # NaN: ranked as a failed trial
 
 
 def test_a_restarted_trial_counts_on_from_the_failures_in_its_checkpoint(fake_trial, monkeypatch):

@@ -14,7 +14,7 @@ import yaml
 from ray import tune
 
 from ..data import DataSpec, datasets_from_spec
-from ..metrics import HEADLINE_METRICS, METRICS, REGISTRY, scores
+from ..metrics import REGISTRY, headline_metrics, metric_names, scores
 from ..models import VARIANTS, model_from_config, parameter_counts
 from ..models.checkpoints import save_best_checkpoint
 from ..train import timing
@@ -150,11 +150,11 @@ def seed_columns(runs: dict[str, np.ndarray]) -> pd.DataFrame:
     for variant, confusions in runs.items():
         totals = [scores(torch.from_numpy(c.sum(axis=0))) for c in confusions]
         row = {"key": variant, "seeds": len(confusions)}
-        for metric in METRICS:
+        for metric in metric_names():
             row[f"test_{metric}_seed_mean"], row[f"test_{metric}_seed_std"] = stats.seed_summary(
                 [total[metric] for total in totals])
         rows.append(row)
-    return pd.DataFrame(rows, columns=["key", "seeds", *[f"test_{m}_seed_{s}" for m in METRICS
+    return pd.DataFrame(rows, columns=["key", "seeds", *[f"test_{m}_seed_{s}" for m in metric_names()
                                                           for s in ("mean", "std")]])
 
 
@@ -219,7 +219,7 @@ def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_pa
             "head_pretraining": labels.head_label(provenances[variant]),
             "trainable_params": trainable, "total_params": total,
             "best_lr": record["lr"], "epochs": record["epochs"], "best_epoch": record["best_epoch"],
-            **{f"val_{m}": record[f"best_val_{m}"] for m in METRICS},
+            **{f"val_{m}": record[f"best_val_{m}"] for m in metric_names()},
             **test, "test_image_size": data.size, **compute_spent(records, variant, config),
         })
     for variant in config.search.variants:
@@ -340,14 +340,14 @@ def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame, seed_note
                           "trainable_params": comparison["trainable_params"],
                           "total_params": comparison["total_params"], "best_lr": comparison["best_lr"],
                           "epochs": comparison["epochs"], "val_weighted_iou": comparison["val_weighted_iou"]})
-    for metric in METRICS:
+    for metric in metric_names():
         shown[f"test_{metric} [95% CI]"] = with_interval(comparison, f"test_{metric}")
     for column in class_iou_columns(comparison):
         shown[column] = comparison[column]
     shown["prediction_ms_per_image"] = comparison["prediction_ms_per_image"]
     seeds = _seed_count(comparison)
     if seeds is not None:
-        for metric in METRICS:
+        for metric in metric_names():
             shown[f"{metric} over seeds"] = comparison.apply(
                 lambda r, m=metric: f"{r[f'test_{m}_seed_mean']:.4f} ± {r[f'test_{m}_seed_std']:.4f} "
                 f"(n={r['seeds']:.0f})" if pd.notna(r["seeds"]) else "", axis=1)
@@ -420,8 +420,8 @@ def verdicts_markdown(tests: pd.DataFrame, unit: str, seeds: int | None = None) 
 
 def metrics_covered() -> str:
     """Which metrics the verdicts cover (the headline ones) and which are reported only."""
-    reported = [REGISTRY[name].label for name in METRICS if name not in HEADLINE_METRICS]
-    return (f"The verdicts cover the headline metrics ({', '.join(REGISTRY[n].label for n in HEADLINE_METRICS)})"
+    reported = [REGISTRY[name].label for name in metric_names() if name not in headline_metrics()]
+    return (f"The verdicts cover the headline metrics ({', '.join(REGISTRY[n].label for n in headline_metrics())})"
             + (f"; {', '.join(reported)} {'is' if len(reported) == 1 else 'are'} reported, not tested." if reported
                else "."))
 
@@ -458,7 +458,7 @@ def write_report_md(out: Path, config: StudyConfig, comparison: pd.DataFrame, te
                             names)
     figures.lr_landscape(records.dropna(subset=["best_val_weighted_iou"]), folder / "lr_landscape.png", names)
     bars = comparison.rename(columns={"key": "variant"})
-    bars = bars.rename(columns={f"test_{m}{end}": f"{m}{end}" for m in METRICS for end in ("", "_low", "_high")})
+    bars = bars.rename(columns={f"test_{m}{end}": f"{m}{end}" for m in metric_names() for end in ("", "_low", "_high")})
     figures.metric_bars(bars, folder / "test_metrics.png", names)
     count = min(SHOWN_IMAGES, len(test_set))
     figures.qualitative_grid([test_set[i][0] for i in range(count)], [test_set[i][1] for i in range(count)],

@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from ..data import CLASS_NAMES
 from ..drawing import colourize, denormalize, palette_for
 from ..models import VARIANTS
-from ..metrics import METRICS, REGISTRY
+from ..metrics import REGISTRY, metric_names
 
 DPI = 100
 CELL_INCHES = 2.0  # one image of the qualitative grid
@@ -33,7 +33,6 @@ BAR_GROUP_INCHES = 1.4  # one variant's bars
 TITLE_POINTS = 10.0
 TITLE_PAD_POINTS = 4.0
 FILL = 0.85  # share of its panel's width a wrapped label may take: the rest keeps neighbours apart
-METRIC_LABELS = {name: metric.label for name, metric in REGISTRY.items()}
 MARKERS = "osD^vP*X"  # a shape per variant as well as a colour, readable in grayscale
 BEST_STYLE = {"color": "C3", "linewidth": 2.5, "marker": "o", "zorder": 3}
 # Markers too: a trial stopped after one epoch is a single point, which a line alone would not draw.
@@ -132,25 +131,26 @@ def lr_landscape(trials: pd.DataFrame, path: str | Path, names: dict[str, str] |
 
 
 def metric_bars(rows: pd.DataFrame, path: str | Path, names: dict[str, str] | None = None) -> Path:
-    """Test pixel accuracy, mIoU and weighted mIoU per variant as grouped bars with CI error bars.
+    """Every registered metric's test score per variant as grouped bars with CI error bars.
 
     rows: one per variant with `variant` and, per metric, `<metric>`, `<metric>_low`, `<metric>_high`.
     """
-    _require_columns(rows, ["variant", *(f"{m}{end}" for m in METRICS for end in ("", "_low", "_high"))], "rows")
+    metrics_shown = metric_names()
+    _require_columns(rows, ["variant", *(f"{m}{end}" for m in metrics_shown for end in ("", "_low", "_high"))], "rows")
     figure = _new_figure(max(6.0, BAR_GROUP_INCHES * len(rows) + 2), 4.5)
     ax = figure.subplots()
-    positions, width = np.arange(len(rows)), 0.8 / len(METRICS)
-    for index, metric in enumerate(METRICS):
+    positions, width = np.arange(len(rows)), 0.8 / len(metrics_shown)
+    for index, metric in enumerate(metrics_shown):
         values = rows[metric].to_numpy(dtype=float)
         # A percentile interval can exclude its point in degenerate cases; matplotlib rejects negative errors.
         errors = np.clip([values - rows[f"{metric}_low"].to_numpy(dtype=float),
                           rows[f"{metric}_high"].to_numpy(dtype=float) - values], 0, None)
-        ax.bar(positions + (index - (len(METRICS) - 1) / 2) * width, values, width, yerr=errors, capsize=3,
-               label=METRIC_LABELS[metric])
+        ax.bar(positions + (index - (len(metrics_shown) - 1) / 2) * width, values, width, yerr=errors, capsize=3,
+               label=REGISTRY[metric].label)
     ax.set_xticks(positions, [_wrap(figure, variant_label(v, names), FILL * BAR_GROUP_INCHES) for v in rows["variant"]],
                   fontsize=TITLE_POINTS)
     ax.set(ylabel="test score (95% CI)", ylim=(0, 1.1), title="Test metrics")
-    ax.legend(loc="upper center", ncols=len(METRICS), fontsize="small")
+    ax.legend(loc="upper center", ncols=len(metrics_shown), fontsize="small")
     return _save(figure, path)
 
 

@@ -18,7 +18,7 @@ import torch
 
 from .. import metrics
 from ..data import CLASS_NAMES
-from ..metrics import HEADLINE_METRICS, METRICS, scores
+from ..metrics import headline_metrics, metric_names, scores
 
 
 def batch_scores(confmats: np.ndarray, metric: str) -> np.ndarray:
@@ -30,8 +30,8 @@ def batch_scores(confmats: np.ndarray, metric: str) -> np.ndarray:
 
 
 def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"metric={metric!r}: use one of {METRICS}")
+    if metric not in metric_names():
+        raise ValueError(f"metric={metric!r}: use one of {metric_names()}")
 
 
 def _check_confusions(confusions, name: str = "confusions") -> np.ndarray:
@@ -224,7 +224,7 @@ REPORT_RESAMPLES = 10_000  # bootstrap resamples per paired test in a study's re
 def pairwise_tests(scored: dict[str, np.ndarray], seed: int = 0, n_resamples: int = REPORT_RESAMPLES,
                    alpha: float = 0.05, variant_level: bool = False) -> list[dict]:
     """Every pair of `scored` (name -> per-image confusions, or per-run ones with variant_level) and headline
-    metric (petseg.metrics.HEADLINE_METRICS), Holm-corrected over all of them: a, b, metric, diff, low, high, p_value, p_holm, verdict.
+    metric (petseg.metrics.headline_metrics()), Holm-corrected over all of them: a, b, metric, diff, low, high, p_value, p_holm, verdict.
 
     The verdict is "A better" / "B better" only where the Holm-adjusted p-value is below alpha; the
     intervals are each test's own (unadjusted) 95% interval.
@@ -232,7 +232,7 @@ def pairwise_tests(scored: dict[str, np.ndarray], seed: int = 0, n_resamples: in
     test = paired_variant_test if variant_level else paired_test
     rows = []
     for a, b in itertools.combinations(scored, 2):
-        for metric in HEADLINE_METRICS:
+        for metric in headline_metrics():
             result = test(scored[a], scored[b], metric, n_resamples=n_resamples, seed=seed)
             rows.append({"a": a, "b": b, "metric": metric, **result})
     for row, adjusted in zip(rows, holm([row["p_value"] for row in rows])):
@@ -247,7 +247,7 @@ def summarize(confusions, n_resamples: int = 2000, level: float = 0.95, seed: in
     (`class_names`; by default Pets' names for 3 classes, else the class indices)."""
     confusions = _check_confusions(confusions)
     row = {}
-    for metric in METRICS:
+    for metric in metric_names():
         row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = bootstrap_ci(
             confusions, metric, n_resamples, level, seed)
     per_class = scores(torch.from_numpy(confusions.sum(axis=0)))["iou_per_class"]

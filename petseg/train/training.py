@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..metrics import METRICS
+from ..metrics import metric_names
 from ..models import FrozenBackboneSegmenter, build_seeded_model, get_variant
 from ..models.recipes import RECIPES
 from .engine import default_device, evaluate, train_one_epoch
@@ -106,7 +106,7 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
                 "current_lr": scheduler.get_last_lr()[0],
                 "train_loss": train["loss"],
                 "val_loss": val["loss"],
-                **{f"val_{name}": val[name] for name in METRICS},
+                **{f"val_{name}": val[name] for name in metric_names()},
                 "best_val_weighted_iou": progress.best_val_weighted_iou,
                 "best_epoch": progress.best_epoch,
                 "early_stopped": progress.epochs_without_improvement >= patience and progress.epoch < max_epochs,

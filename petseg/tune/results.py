@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.fs
 from ray import tune
 
-from ..metrics import METRICS
+from ..metrics import metric_names
 from ..models.checkpoints import load_trial_state
 from .groups import ended_in_error
 
@@ -121,7 +121,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int,
             "epochs": int(result.get("epoch", 0)),
             "ended_by": ended_by(trial, max_epochs),
             "best_epoch": int(best.get("epoch", 0)),
-            **{f"best_val_{m}": best.get(f"val_{m}", math.nan) for m in METRICS},
+            **{f"best_val_{m}": best.get(f"val_{m}", math.nan) for m in metric_names()},
             "best_val_loss": best.get("val_loss", math.nan),
             "seconds": float(result.get("time_total_s", 0.0)),  # the trial's own training time
             "failures": int(result.get("failures", 0)),  # the trial's own errors (retried or final)
