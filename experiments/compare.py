@@ -29,6 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--variants", help=f"comma-separated keys (default the paper's six: {','.join(default_variants())}; "
                         f"opt-in: {','.join(k for k in VARIANTS if k not in default_variants())}), or a function of "
                         "yours returning a VariantSpec as module:function")
+    parser.add_argument("--plugins", help="comma-separated modules to import in every process of the study first; "
+                        "each may register datasets, variants or metrics of its own (README, Extending petseg)")
     parser.add_argument("--dataset", choices=STUDY_KINDS, help="pets (default): Oxford-IIIT Pet; folder: your own "
                         "dataset as DIR/images/, DIR/masks/ and DIR/classes.txt (README, Your own dataset)")
     parser.add_argument("--data-root", help="folder holding oxford-iiit-pet/, or the folder dataset (with --dataset "
@@ -47,10 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def config_from_args(args: argparse.Namespace):
     """Resolve preset + YAML + flags into a StudyConfig."""
-    variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
+    variants, plugins = (None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+                         for value in (args.variants, args.plugins))
     # A data root you give is the data, even under a preset that generates its own.
     generated = 0 if args.data_root is not None else None
-    overrides = {**runner_overrides(args), "variants": variants, "data_root": args.data_root, "dataset": args.dataset,
+    overrides = {**runner_overrides(args), "variants": variants, "plugins": plugins, "data_root": args.data_root, "dataset": args.dataset,
                  "synthetic_images": generated,
                  "download": args.download, "seeds": args.seeds, "head_weights": args.head_weights,
                  "allow_random_heads": args.allow_random_heads}

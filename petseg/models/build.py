@@ -13,7 +13,7 @@ from torch import nn
 from .registry import get_variant
 from .segmenter import FrozenBackboneSegmenter
 from .checkpoints import split_head_checkpoint
-from .sources import register_sources
+from ..plugins import load_extensions
 from .weights import check_head_backbone, load_head, load_state_dict_file
 
 
@@ -96,7 +96,7 @@ def model_from_config(config: dict, head: dict | None = None, num_classes: int =
     """The model a saved trial config describes (variant, pretrained, seed, head_weights, and where user variants
     come from), built as the trial built it. With `head` (a saved head state), that replaces the head and no head
     file is read."""
-    register_sources(config.get("variant_sources", ()))
+    load_extensions(config)
     variant = config["variant"]
     head_file = None if head is not None else config.get("head_weights", {}).get(variant)
     model = build_seeded_model(variant, config["pretrained"], config["seed"], head_file, num_classes)

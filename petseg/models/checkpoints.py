@@ -30,7 +30,7 @@ from ..data import PARTS
 from ..disk import file_sha256
 from ..errors import CheckpointError
 from .registry import VARIANTS
-from .sources import register_sources
+from ..plugins import load_extensions
 from .segmenter import FrozenBackboneSegmenter
 from .weights import rename_legacy_densenet_keys
 
@@ -144,8 +144,11 @@ def load_best_checkpoint(path: str | Path) -> dict:
     if missing:
         raise CheckpointError(f"{path}: not a petseg best checkpoint (missing {missing}); use a file from "
                               "results/<name>/checkpoints/ or rebuild it with experiments/report.py")
-    if isinstance(checkpoint["config"], dict):  # a user's variant is known again from where it came from
-        register_sources(checkpoint["config"].get("variant_sources", ()))
+    if isinstance(checkpoint["config"], dict):  # a user's variant, dataset or metric is known again
+        try:
+            load_extensions(checkpoint["config"])
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from err
     if not isinstance(checkpoint["variant"], str) or checkpoint["variant"] not in VARIANTS:
         raise CheckpointError(f"{path}: unknown variant {checkpoint['variant']!r}; this petseg knows "
                               f"{', '.join(VARIANTS)}")

@@ -17,8 +17,9 @@ from ..data.spec import STUDY_KINDS
 from ..errors import ConfigError, WeightsUnavailableError
 from ..node_cache import parse_size
 from ..models import (VARIANTS, build_seeded_model, default_variants, find_head_weights, get_variant,
-                      register_sources, resolve_variants, weights_cache_dir)
+                      resolve_variants, weights_cache_dir)
 from ..models.recipes import RECIPES
+from ..plugins import load_extensions
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
 from .storage import Location
 from .yaml_file import read_yaml
@@ -37,6 +38,9 @@ class SearchConfig:
     # resolved to keys by resolve_config, which records the user functions read in variant_sources.
     variants: list[str] = field(default_factory=default_variants)
     variant_sources: list[str] = field(default_factory=list)
+    # Modules imported in every process of the study before anything is read: each registers datasets, variants
+    # or metrics of its own (petseg.plugins).
+    plugins: list[str] = field(default_factory=list)
     dataset: str = "pets"  # "pets" (Oxford-IIIT Pet) or "folder" (images/, masks/, classes.txt under data_root)
     data_root: str | None = None
     download: bool = False
@@ -219,7 +223,7 @@ class StudyConfig:
         search = self.search
         return {"max_epochs": search.max_epochs, "batch_size": search.batch_size, "patience": search.patience,
                 "pretrained": search.pretrained, "seed": search.seed, "head_weights": search.head_weights,
-                "variant_sources": search.variant_sources,
+                "variant_sources": search.variant_sources, "plugins": search.plugins,
                 "head_backbone_checked": search.head_backbone_checked,
                 "amp": search.amp, "feature_cache": search.feature_cache}
 
@@ -230,8 +234,8 @@ def load_config(source: dict | str | os.PathLike | Location) -> StudyConfig:
     values = source if isinstance(source, dict) else read_yaml(source if isinstance(source, Location) else Path(source))
     where = "" if isinstance(source, dict) else f" in {source}"
     config = StudyConfig.from_flat(flattened(values, where), where)
-    try:  # a fresh process knows the study's user variants again
-        register_sources(config.search.variant_sources)
+    try:  # a fresh process knows the study's plugins and user variants again
+        load_extensions(dataclasses.asdict(config.search))
     except ValueError as err:
         raise ConfigError(f"{err}{where}") from err
     validate(config)
@@ -260,7 +264,8 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
     """Preset, then the YAML file, then `overrides` (flags; None values ignored), validated. A mapping value
     (lr_range, head_weights) merges key by key over the one below it: `lr_range: {denseaspp: [...]}` changes
     that recipe's range and keeps the other's. `variants` may name a user's variant as `module:function` or an
-    installed `petseg.variants` entry point: it is registered, and recorded in variant_sources."""
+    installed `petseg.variants` entry point: it is registered, and recorded in variant_sources. `plugins` are
+    imported before anything else is resolved."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     values = StudyConfig.from_flat(PRESETS[preset]).to_flat()  # the defaults too, so mappings merge over them
@@ -272,8 +277,8 @@ def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = 
             below = values.get(name)
             values[name] = {**below, **value} if isinstance(below, dict) and isinstance(value, dict) else value
     values["preset"] = preset  # a record of where the defaults came from, not a setting
-    try:
-        register_sources(values["variant_sources"])
+    try:  # plugins first: they may register the variants, dataset and metrics the rest names
+        load_extensions(values)
         values["variants"], read = resolve_variants(values["variants"])
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -19,9 +19,9 @@ from torch.utils.tensorboard import SummaryWriter
 from ..data import DataSpec, SegmentationDataset, datasets_from_spec
 from ..drawing import PALETTE, palette_for, strip
 from ..errors import NonFiniteLossError
-from ..models import register_sources
+from ..plugins import load_extensions
 from ..models.checkpoints import TRIAL_STATE_FILE, load_trial_state, save_trial_state
-from ..metrics import METRICS
+from ..metrics import metric_names
 from ..node_cache import node_cache
 from ..train.engine import default_device
 from ..train.training import fit
@@ -29,8 +29,12 @@ from .config import loader_workers
 from .trial_checkpoints import newest_complete
 
 IMAGES_LOGGED = 4
-# Every metric a search may rank by, so the final report of a diverged trial has the one Tune expects.
-NAN_METRICS = {name: math.nan for name in ("val_loss", *(f"val_{m}" for m in METRICS), "best_val_weighted_iou")}
+
+
+def nan_metrics() -> dict[str, float]:
+    """The metrics a trial reports as NaN when it ends itself in error: every one a search may rank by, so the final
+    report of a diverged trial has the one Tune expects."""
+    return {name: math.nan for name in ("val_loss", *(f"val_{m}" for m in metric_names()), "best_val_weighted_iou")}
 
 
 class ImageLogger:
@@ -72,7 +76,7 @@ def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> Non
     messages: a Ray queue the driver prints from (a trial's own output stays in its log files).
     """
     torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
-    register_sources(config.get("variant_sources", ()))  # a worker process registers the study's user variants
+    load_extensions(config)  # a worker process imports the study's plugins and registers its user variants
     node = ray.util.get_node_ip_address()
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the GPU share Ray gave this trial, shown in all_trials.csv
 
@@ -113,12 +117,12 @@ def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> Non
                 except NonFiniteLossError as err:
                     # Seeded training diverges the same way on every retry, so the trial ends here; the
                     # searcher and scheduler read `nonfinite_loss` as an error.
-                    tune.report({"epoch": last_epoch, **NAN_METRICS, "nonfinite_loss": str(err), "node": node,
+                    tune.report({"epoch": last_epoch, **nan_metrics(), "nonfinite_loss": str(err), "node": node,
                                  "failures": failures})
 
     failures, error = run_with_retries(attempt, start.get("failures", 0) if start else 0, run["max_failures"], say)
     if error is not None:
-        tune.report({"epoch": last_epoch, **NAN_METRICS, "trial_error": error, "node": node, "failures": failures})
+        tune.report({"epoch": last_epoch, **nan_metrics(), "trial_error": error, "node": node, "failures": failures})
 
 
 def run_with_retries(attempt: Callable[[int], None], failures: int, max_failures: int,
