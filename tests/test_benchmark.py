@@ -265,11 +265,17 @@ def test_a_random_search_is_all_random_and_seeded():
     assert list(candidates(8, 1))[0] == "random" and list(candidates(8, 4))[0] == "random"
 
 
-def test_sampler_settings_below_one_are_refused():
+def test_sampler_settings_it_cannot_run_are_refused_by_flag():
     check_sampler_settings(SamplerSettings())
     for bad in ({"budgets": (2, 0)}, {"at_once": (0,)}, {"seeds": 0}, {"budgets": ()}):
         with pytest.raises(ConfigError, match="--budgets, --at-once and --seeds must be at least 1"):
             check_sampler_settings(SamplerSettings(**bad))
+    with pytest.raises(ConfigError, match="--threads 0, --smoke-budget 8, --smoke-seeds 2"):
+        check_sampler_settings(SamplerSettings(threads=0))
+    with pytest.raises(ConfigError, match="--smoke-seeds -1"):
+        check_sampler_settings(SamplerSettings(smoke_seeds=-1))
+    with pytest.raises(ConfigError, match="--noise -0.1"):
+        check_sampler_settings(SamplerSettings(noise=-0.1))
 
 
 def test_sampler_report_compares_every_row_with_random():

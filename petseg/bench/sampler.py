@@ -82,10 +82,15 @@ class SamplerBenchmark:
 
 
 def check_settings(settings: SamplerSettings) -> None:
-    """Raise ConfigError, naming the flags, for counts below 1."""
+    """Raise ConfigError, naming the flags, for counts or a noise the benchmark cannot run."""
     if (not settings.budgets or not settings.at_once or min(settings.budgets) < 1 or settings.seeds < 1
             or min(settings.at_once) < 1):
         raise ConfigError("--budgets, --at-once and --seeds must be at least 1")
+    if settings.threads < 1 or settings.smoke_budget < 1 or settings.smoke_seeds < 0:
+        raise ConfigError(f"--threads {settings.threads}, --smoke-budget {settings.smoke_budget}, --smoke-seeds "
+                          f"{settings.smoke_seeds}: the first two must be at least 1, --smoke-seeds 0 or more")
+    if settings.noise < 0:
+        raise ConfigError(f"--noise {settings.noise:g}: a standard deviation is 0 or more")
 
 
 def objective(x: np.ndarray, peak: float) -> np.ndarray:
