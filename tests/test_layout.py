@@ -13,6 +13,7 @@ LAYERS = [
     {"tune"},
     {"report"},
     {"study"},
+    {"bench"},
 ]
 RAY_FREE = {"errors", "disk", "node_cache", "metrics", "drawing", "synthetic", "data", "models", "train"}
 

@@ -1,6 +1,5 @@
 """Opt-in torchvision variants and a user's own: build, exact counts, COCO weights offline, the multi-output feature
 cache (LR-ASPP), registration from a config in a fresh process, compare.py --dry-run and benchmark's step probe."""
-import argparse
 import importlib.util
 import json
 import os
@@ -15,6 +14,7 @@ import pytest
 import torch
 import torchvision
 
+from petseg.bench.probe import step_probe
 from petseg.data import build_datasets
 from petseg.models import VARIANTS, build_model, count_parameters, hub_checkpoint_path, parameter_counts
 from petseg.synthetic import write_dataset
@@ -173,7 +173,5 @@ def test_compare_dry_run_prints_the_counts_of_opt_in_and_user_variants(capsys):
 
 
 def test_the_benchmark_step_probe_runs_a_multi_output_backbone():
-    bench = script("benchmark")
-    args = argparse.Namespace(batch_size=2, size=64, step_repeats=1)
-    probe = bench.step_probe("lraspp_mobilenet_v3_large", 1e-2, args, CPU)
-    assert probe["ratio"] > 0 and probe["live_flop"] > probe["cached_flop"] > 0
+    probe = step_probe("lraspp_mobilenet_v3_large", 1e-2, batch_size=2, size=64, repeats=1, device=CPU)
+    assert probe.ratio > 0 and probe.live_flop > probe.cached_flop > 0
