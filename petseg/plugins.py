@@ -5,7 +5,7 @@ predict.py and evaluate.py reading its checkpoints) imports them before it reads
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 
 def load_plugins(names: Iterable[str]) -> None:
@@ -17,11 +17,3 @@ def load_plugins(names: Iterable[str]) -> None:
             raise ValueError(f"plugin {name!r} could not be imported: {type(err).__name__}: {err} "
                              "(is its folder on PYTHONPATH, on every node?)") from err
 
-
-def load_extensions(config: Mapping) -> None:
-    """What a fresh process needs before it reads a study's datasets, variants or metrics: the plugins a saved
-    (study or trial) config names imported, and its `module:function` user variants registered."""
-    from .models.sources import register_sources  # models imports this module: bound late
-
-    load_plugins(config.get("plugins", ()))
-    register_sources(config.get("variant_sources", ()))

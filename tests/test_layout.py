@@ -5,7 +5,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "petseg"
 # Lowest first: a module may import its own layer and the layers below it, never a later one.
 LAYERS = [
-    {"errors", "disk", "node_cache", "metrics", "drawing"},
+    {"errors", "disk", "node_cache", "metrics", "drawing", "plugins"},
     {"synthetic"},
     {"data"},
     {"models"},
@@ -15,7 +15,7 @@ LAYERS = [
     {"study"},
     {"bench"},
 ]
-RAY_FREE = {"errors", "disk", "node_cache", "metrics", "drawing", "synthetic", "data", "models", "train"}
+RAY_FREE = {"errors", "disk", "node_cache", "metrics", "drawing", "plugins", "synthetic", "data", "models", "train"}
 
 
 def unit(module: str) -> str:

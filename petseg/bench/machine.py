@@ -3,32 +3,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import platform
 import sys
-from pathlib import Path
 
 import torch
 
 from ..train.engine import cpu_has_native_bf16
-
-
-def cpu_fields() -> dict[str, str]:
-    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "flags", ...); empty elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, colon, value = line.partition(":")
-        if colon:
-            fields.setdefault(key.strip(), value.strip())
-    return fields
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or the platform's word for it)."""
-    return cpu_fields().get("model name") or platform.processor() or "unknown CPU"
+from ..train.timing import cpu_fields, cpu_model
 
 
 def training_machine(device: torch.device, trial_threads: int) -> str:

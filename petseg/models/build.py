@@ -13,7 +13,7 @@ from torch import nn
 from .registry import get_variant
 from .segmenter import FrozenBackboneSegmenter
 from .checkpoints import split_head_checkpoint
-from ..plugins import load_extensions
+from .sources import load_extensions
 from .weights import check_head_backbone, load_head, load_state_dict_file
 
 

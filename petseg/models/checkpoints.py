@@ -30,7 +30,7 @@ from ..data import PARTS
 from ..disk import file_sha256
 from ..errors import CheckpointError
 from .registry import VARIANTS
-from ..plugins import load_extensions
+from .sources import load_extensions
 from .segmenter import FrozenBackboneSegmenter
 from .weights import rename_legacy_densenet_keys
 

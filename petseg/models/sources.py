@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
+from ..plugins import load_plugins
 from .registry import VARIANTS, VariantSpec, register
 
 ENTRY_POINT_GROUP = "petseg.variants"
@@ -63,3 +64,10 @@ def resolve_variants(names: Iterable[str]) -> tuple[list[str], list[str]]:
         else:
             keys.append(name)
     return keys, sources
+
+
+def load_extensions(config: Mapping) -> None:
+    """What a fresh process needs before it reads a study's datasets, variants or metrics: the plugins a saved
+    (study or trial) config names imported, and its `module:function` user variants registered."""
+    load_plugins(config.get("plugins", ()))
+    register_sources(config.get("variant_sources", ()))

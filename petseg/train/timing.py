@@ -9,6 +9,7 @@ time is the median of its passes.
 from __future__ import annotations
 
 import functools
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -21,16 +22,30 @@ from .engine import amp_enabled, autocast
 
 
 @functools.cache
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "flags", ...); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's word for it)."""
+    return cpu_fields().get("model name") or platform.processor() or "unknown CPU"
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's model with the threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = "CPU"
-    return f"{model} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def precision(device: torch.device, amp: bool = True) -> str:

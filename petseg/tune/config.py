@@ -19,7 +19,7 @@ from ..node_cache import parse_size
 from ..models import (VARIANTS, build_seeded_model, default_variants, find_head_weights, get_variant,
                       resolve_variants, weights_cache_dir)
 from ..models.recipes import RECIPES
-from ..plugins import load_extensions
+from ..models.sources import load_extensions
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
 from .storage import Location
 from .yaml_file import read_yaml

@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..data import DataSpec, SegmentationDataset, datasets_from_spec
 from ..drawing import PALETTE, palette_for, strip
 from ..errors import NonFiniteLossError
-from ..plugins import load_extensions
+from ..models.sources import load_extensions
 from ..models.checkpoints import TRIAL_STATE_FILE, load_trial_state, save_trial_state
 from ..metrics import metric_names
 from ..node_cache import node_cache
