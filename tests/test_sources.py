@@ -175,3 +175,12 @@ def test_the_readme_example_registers_on_import(tmp_path, capsys):
     assert spec.class_names == ("background", "object") and sum(len(spec.split[p]) for p in spec.parts) == 4
     assert check_data(["--dataset", "flat", "--root", str(tmp_path)]) == 0
     assert "2 classes, pixel shares: background 80.0%, object 20.0%" in capsys.readouterr().out
+
+
+def test_specs_saved_before_sources_load_with_their_dataset_defaults():
+    common = {"root": "/data", "size": 64, "augment": "offline", "seed": 0, "mean": [0.5] * 3, "std": [0.2] * 3}
+    pets = DataSpec.from_json({**common, "split": {"seed": 0, "train": [], "val": [], "test": []}})  # no kind yet
+    assert (pets.kind, pets.num_classes, pets.class_names) == ("pets", 3, ("pet", "background", "border"))
+    assert pets.parts == ("train", "val", "test") and pets.mean == (0.5,) * 3
+    voc = DataSpec.from_json({**common, "kind": "voc", "samples": {"train": [], "val": []}})
+    assert (voc.num_classes, len(voc.class_names), voc.parts, voc.pretraining) == (21, 21, ("train", "val"), True)

@@ -75,9 +75,10 @@ class DatasetSource:
     name: str  # the --dataset value, and DataSpec.kind
     study: bool = True  # compared by a study (train / val / test); False: a set that pretrains heads (train / val)
     class_names: tuple[str, ...] = ()  # fixed class names; sources whose tree names them override classes()
-    ignore: int | None = None  # a mask value on disk that is not scored (read as IGNORE)
+    ignore: int | None = None  # a mask value on disk that is not scored; load_pair reads it as IGNORE
     mask_fill: int = IGNORE  # what rotation leaves in the mask's corners
-    marker: str | None = None  # a file a complete tree has; generated and downloaded trees are made without it
+    marker: str | None = None  # a file a complete tree has (None: the root itself); trees are generated or
+    # downloaded where it is missing
     downloads: bool = False  # whether --download can fetch the tree
     root_help: str = "the folder holding the dataset"  # what --data-root names, for messages
     joins_sbd: bool = False  # whether an SBD tree (--sbd-root, DataSpec.sbd_root) joins its training set
