@@ -17,7 +17,6 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 import torch
