@@ -12,7 +12,7 @@ import sys
 
 from petseg.errors import PetsegError, SearchInterrupted
 from petseg.models import VARIANTS, default_variants, parameter_counts
-from petseg.data.spec import STUDY_KINDS, class_count
+from petseg.data.spec import class_count
 from petseg.tune.cache_plan import estimated_items, study_cache_plan
 from petseg.tune import stopping
 from petseg.tune.cli import add_runner_flags, runner_overrides
@@ -31,8 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "yours returning a VariantSpec as module:function")
     parser.add_argument("--plugins", help="comma-separated modules to import in every process of the study first; "
                         "each may register datasets, variants or metrics of its own (README, Extending petseg)")
-    parser.add_argument("--dataset", choices=STUDY_KINDS, help="pets (default): Oxford-IIIT Pet; folder: your own "
-                        "dataset as DIR/images/, DIR/masks/ and DIR/classes.txt (README, Your own dataset)")
+    parser.add_argument("--dataset", help="pets (default): Oxford-IIIT Pet; folder: your own dataset as DIR/images/, "
+                        "DIR/masks/ and DIR/classes.txt (README, Your own dataset); or a dataset a module of yours "
+                        "registers (--plugins)")
     parser.add_argument("--data-root", help="folder holding oxford-iiit-pet/, or the folder dataset (with --dataset "
                         "folder); given, it replaces a preset's generated dataset")
     parser.add_argument("--download", action="store_true", default=None, help="download the dataset if absent")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from petseg.data.voc_ade import NUM_CLASSES
+from petseg.data import get_source, pretraining_kinds
 from petseg.errors import PetsegError, SearchInterrupted
 from petseg.synthetic import MIN_IMAGES
 from petseg.tune import stopping
@@ -23,7 +23,8 @@ from petseg.tune.config import resolve_config
 def parse_args(argv=None) -> argparse.Namespace:
     """The command-line flags; --data-root is required unless --synthetic generates the data."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, choices=sorted(NUM_CLASSES), help="what the heads learn")
+    parser.add_argument("--dataset", required=True, help="what the heads learn: voc, ade20k, or another registered "
+                        "pretraining dataset")
     parser.add_argument("--data-root", help="folder holding VOCdevkit/ (voc) or ADEChallengeData2016/ (ade20k)")
     parser.add_argument("--sbd-root", help="voc only: SBD folder (img/, cls/, train.txt, val.txt) added to "
                         "VOC train minus VOC val, the usual 10,582 images")
@@ -36,12 +37,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                         help="ImageNet backbones (default); --no-pretrained: random ones, for quick checks")
     args = parser.parse_args(argv)
+    if args.dataset not in pretraining_kinds():  # asked after parsing: datasets registered by then count
+        parser.error(f"argument --dataset: invalid choice: {args.dataset!r} (choose from "
+                     f"{', '.join(sorted(pretraining_kinds()))})")
     if args.synthetic is not None and args.synthetic < MIN_IMAGES:
         parser.error(f"--synthetic {args.synthetic}: generate at least {MIN_IMAGES} images, so every list gets one")
     if args.data_root is None and not args.synthetic:
         parser.error("--data-root is required (or --synthetic N for a generated dataset)")
-    if args.sbd_root is not None and args.dataset != "voc":
-        parser.error("--sbd-root applies to --dataset voc only")
+    if args.sbd_root is not None and not get_source(args.dataset).joins_sbd:
+        joining = [kind for kind in pretraining_kinds() if get_source(kind).joins_sbd]
+        parser.error(f"--sbd-root applies to --dataset {' or '.join(joining)} only")
     return args
 
 

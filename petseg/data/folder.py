@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..disk import cached_json
 from ..errors import DatasetError
 from .dataset import SegmentationDataset
-from .files import fingerprint, load_image, open_decoded
+from .files import load_image, open_decoded
 from .pets import PARTS, overlaps
-from .voc_ade import IGNORE
+from .source import IGNORE, Classes, DatasetSource, Pair, ratio_split, register_source
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 LAYOUT = ("DIR/images/<stem>.{jpg,jpeg,png,webp}, DIR/masks/<stem>.png and DIR/classes.txt "
@@ -30,21 +28,7 @@ MAX_CLASSES = 255  # masks are 8-bit and IGNORE (255) marks pixels that are not 
 _IGNORE_LINE = re.compile(r"^ignore\s*:\s*(\S+)$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class FolderSample:
-    """One pair: its stem, image path and mask path."""
-
-    name: str
-    image: Path
-    labels: Path
-
-
-@dataclass(frozen=True)
-class Classes:
-    """What classes.txt says: the class names (index = position) and the mask value not scored, if any."""
-
-    names: tuple[str, ...]
-    ignore: int | None = None
+FolderSample = Pair  # a folder's samples are plain pairs: stem, image path, mask path
 
 
 def read_classes(root: str | Path) -> Classes:
@@ -143,22 +127,11 @@ def load_pair(sample: FolderSample, classes: Classes) -> tuple[Image.Image, np.n
     return image, mask
 
 
-def _scan(samples: Sequence[FolderSample], classes: Classes) -> dict:
-    problems = []
-    for sample in samples:
-        try:
-            load_pair(sample, classes)
-        except DatasetError as err:
-            problems.append([str(err.path), str(err)])
-    return {"problems": problems}
-
-
 def scan_samples(samples: Sequence[FolderSample], classes: Classes, cache_dir: str | Path | None = None
                  ) -> list[tuple[str, str]]:
     """(file, message) for every pair that cannot be used: unreadable, wrong mode, values outside the classes,
     sizes that differ. Cached in cache_dir by the files' fingerprint and the classes."""
-    key = fingerprint(samples, ["folder-scan", list(classes.names), classes.ignore], with_trimaps=True)
-    return [tuple(p) for p in cached_json(cache_dir, f"scan-{key}.json", lambda: _scan(samples, classes))["problems"]]
+    return FOLDER.scan(samples, classes, cache_dir)
 
 
 def _listed_split(root: Path, stems: set[str]) -> dict | None:
@@ -190,15 +163,7 @@ def make_split(root: str | Path, samples: Sequence[FolderSample], seed: int, rat
     listed = _listed_split(Path(root), set(stems))
     if listed is not None:
         return listed
-    shuffled = [stems[i] for i in np.random.default_rng(seed).permutation(len(stems))]
-    val, test = round(len(stems) * ratio[1]), round(len(stems) * ratio[2])
-    train = len(stems) - val - test
-    if min(train, val, test) < 1:
-        raise DatasetError(f"{root}: {len(stems)} image and mask pairs cut by split_ratio {list(ratio)} leave "
-                           f"{train} / {val} / {test} (train / val / test); every part needs an image: add images, "
-                           "change split_ratio or write DIR/splits/{train,val,test}.txt", root)
-    return {"seed": seed, "source": "split_ratio", "train": sorted(shuffled[:train]),
-            "val": sorted(shuffled[train:train + val]), "test": sorted(shuffled[train + val:])}
+    return ratio_split(root, stems, seed, ratio, fix="write DIR/splits/{train,val,test}.txt")
 
 
 def split_samples(samples: Sequence[FolderSample], split: dict, source: str | Path = "split"
@@ -214,11 +179,7 @@ def split_samples(samples: Sequence[FolderSample], split: dict, source: str | Pa
 
 def class_pixel_counts(samples: Sequence[FolderSample], classes: Classes) -> np.ndarray:
     """Pixels of each class over the samples' masks, at full size (ignored pixels left out)."""
-    counts = np.zeros(len(classes.names), dtype=np.int64)
-    for sample in samples:
-        mask = load_mask(sample.labels, classes)
-        counts += np.bincount(mask[mask != IGNORE].ravel(), minlength=len(classes.names))[:len(classes.names)]
-    return counts
+    return FOLDER.pixel_counts(samples, classes)
 
 
 class FolderSegmentation(SegmentationDataset):
@@ -240,3 +201,58 @@ class FolderSegmentation(SegmentationDataset):
     def load_pair(self, sample: FolderSample) -> tuple[Image.Image, np.ndarray]:
         """The sample's RGB image and its class ids."""
         return load_pair(sample, self.classes)
+
+
+class FolderSource(DatasetSource):
+    """The folder layout: classes from classes.txt, split by splits/ or by a seeded ratio."""
+
+    name = "folder"
+    marker = "classes.txt"  # the generator writes it last
+    root_help = "the folder holding images/, masks/ and classes.txt"
+
+    def classes(self, root: str | Path | None) -> Classes:
+        """What DIR/classes.txt says."""
+        return read_classes(Path(root or ".").expanduser())
+
+    def class_count(self, root: str | Path | None, generated: bool) -> int:
+        """classes.txt's count, or the generator's before it writes the folder."""
+        if generated:
+            from ..synthetic.folder import FOLDER_CLASSES
+
+            return len(FOLDER_CLASSES)
+        return len(self.classes(root).names)
+
+    def find(self, root: Path, download: bool = False) -> tuple[list[FolderSample], list[tuple[str, str]]]:
+        """Every image with its mask, and each unpaired or duplicated file."""
+        return find_samples(root)
+
+    def load_pair(self, sample: FolderSample, classes: Classes) -> tuple[Image.Image, np.ndarray]:
+        """The pair, its ignored value read as IGNORE."""
+        return load_pair(sample, classes)
+
+    def load_mask(self, sample: FolderSample, classes: Classes) -> np.ndarray:
+        """The mask alone."""
+        return load_mask(sample.labels, classes)
+
+    def generate(self, root: Path, num_images: int, size: int, seed: int) -> None:
+        """Write a generated folder dataset of shapes."""
+        from ..synthetic import write_folder
+
+        write_folder(root, num_images, size, seed)
+
+    def split(self, root: Path, samples: Sequence[FolderSample], seed: int, ratio: Sequence[float]) -> dict:
+        """DIR/splits/ when present, else the seeded ratio split."""
+        return make_split(root, samples, seed, ratio)
+
+    def select(self, samples: Sequence[FolderSample], split: dict, source: str | Path = "split"
+               ) -> dict[str, list[FolderSample]]:
+        """part -> the split's pairs."""
+        return split_samples(samples, split, source)
+
+    def dataset(self, spec, samples: Sequence[FolderSample], augment: str | None) -> FolderSegmentation:
+        """One part's FolderSegmentation."""
+        return FolderSegmentation(samples, spec.classes, size=spec.size, mean=spec.mean, std=spec.std,
+                                  augment=augment, seed=spec.seed, decoded_cache_dir=spec.decoded_cache_dir)
+
+
+FOLDER = register_source(FolderSource())

@@ -18,6 +18,7 @@ from ..errors import DatasetError
 from .dataset import SegmentationDataset
 from .files import fingerprint, load_image, open_decoded
 from .normalisation import compute_mean_std
+from .source import Check, Classes, DatasetSource, register_source
 
 CLASS_NAMES = ("pet", "background", "border")
 NUM_CLASSES = 3
@@ -235,3 +236,75 @@ def build_datasets(root: str | Path, size: int, split: dict | str | Path | None,
     return {part: PetSegmentation(parts[part], size, mean, std, seed=seed,
                                   augment=augment if part == "train" else None)
             for part in PARTS}
+
+
+class PetsSource(DatasetSource):
+    """Oxford-IIIT Pet as torchvision lays it out: its trainval list is train, its test list halved into val / test
+    by a seed."""
+
+    name = "pets"
+    class_names = CLASS_NAMES
+    mask_fill = BACKGROUND
+    marker = "oxford-iiit-pet/annotations/test.txt"  # the generator writes the list files last
+    downloads = True
+    root_help = "the folder holding oxford-iiit-pet/ (add --download to fetch it)"
+
+    def find(self, root: Path, download: bool = False) -> tuple[dict[str, list[Sample]], list]:
+        """The trainval and test lists' samples (a dict: the split needs to know which list each is in)."""
+        return find_samples(root, download=download), []
+
+    def load_pair(self, sample: Sample, classes: Classes) -> tuple[Image.Image, np.ndarray]:
+        """The sample's RGB image and trimap class ids."""
+        return load_sample(sample)
+
+    def load_mask(self, sample: Sample, classes: Classes) -> np.ndarray:
+        """The sample's trimap class ids."""
+        return load_trimap(sample.trimap)
+
+    def download(self, root: Path) -> None:
+        """Fetch Oxford-IIIT Pet through torchvision."""
+        find_samples(root, download=True)
+
+    def generate(self, root: Path, num_images: int, size: int, seed: int) -> None:
+        """Write a generated Oxford-IIIT Pet tree."""
+        from ..synthetic import write_dataset
+
+        write_dataset(root, num_images, size, seed)
+
+    def split(self, root: Path, samples: dict[str, list[Sample]], seed: int, ratio: Sequence[float]) -> dict:
+        """The 50/25/25 split (the ratio does not apply: the dataset's own lists decide)."""
+        return make_split(samples, seed)
+
+    def select(self, samples: dict[str, list[Sample]], split: dict, source: str | Path = "split"
+               ) -> dict[str, list[Sample]]:
+        """part -> samples of the split's names."""
+        return split_samples(samples, split, source)
+
+    def scan(self, samples: Sequence[Sample], classes: Classes, cache_dir: str | Path | None = None) -> list:
+        """(file, message) for every unusable sample."""
+        return scan_samples(samples, cache_dir)[1]
+
+    def dataset(self, spec, samples: Sequence[Sample], augment: str | None) -> PetSegmentation:
+        """One part's PetSegmentation."""
+        return PetSegmentation(samples, size=spec.size, mean=spec.mean, std=spec.std, augment=augment, seed=spec.seed,
+                               decoded_cache_dir=spec.decoded_cache_dir)
+
+    def check(self, root: Path, seed: int, ratio: Sequence[float], download: bool = False) -> Check:
+        """The split of every listed name, the usable samples' class pixel counts and every problem."""
+        samples = find_samples(root, download=download)
+        good, problems = scan_samples(samples["trainval"] + samples["test"])
+        return Check(make_split(samples, seed), CLASS_NAMES, class_pixel_counts(good), problems, len(good))
+
+    def image_counts(self, root: str | Path | None, generated: int, seed: int, ratio: Sequence[float]
+                     ) -> tuple[int, int]:
+        """(train, val): a generated tree's (alternate images go to trainval, test is halved), the tree's lists,
+        or the real dataset's (3,680 trainval, 3,669 test)."""
+        if generated:
+            return (generated + 1) // 2, generated // 4
+        if root and Path(root).expanduser().is_dir():
+            found = find_samples(Path(root).expanduser())
+            return len(found["trainval"]), len(found["test"]) // 2
+        return 3680, 3669 // 2
+
+
+register_source(PetsSource())

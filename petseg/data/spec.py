@@ -1,9 +1,9 @@
-"""The data spec a search hands to every trial: one typed record, built by one function for a study (Oxford-IIIT
-Pet or a folder dataset) and for head pretraining alike, and making sure its dataset exists on whichever node
+"""The data spec a search hands to every trial: one typed record, built by one function for a study and for
+head pretraining alike from the dataset's registered source, and making sure its dataset exists on whichever node
 reads it.
 
-Study specs (Pets, folder) carry a split of names and the class names; VOC / ADE20K specs carry the train / val
-sample lists as plain strings, so every trial trains on exactly the files the driver listed.
+Study specs (Pets, folder, ...) carry a split of names and the class names; pretraining specs (VOC / ADE20K) carry
+the train / val sample lists as plain strings, so every trial trains on exactly the files the driver listed.
 """
 from __future__ import annotations
 
@@ -12,41 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..disk import file_lock
-from ..errors import DatasetError
-from . import folder
 from .dataset import SegmentationDataset
 from .files import verify_contents
-from .normalisation import IMAGENET_MEAN, IMAGENET_STD, compute_mean_std
-from .pets import CLASS_NAMES as PETS_CLASS_NAMES
-from .pets import NUM_CLASSES as PETS_CLASSES
-from .pets import PetSegmentation, find_samples, make_split, scan_samples, split_samples
-from .voc_ade import NUM_CLASSES as SEG_CLASSES
-from .voc_ade import (SegSample, VocAdeSegmentation, ade20k_samples, sbd_samples, voc_samples,
-                      voc_sbd_train_samples)
-
-KINDS = ("pets", "folder", "voc", "ade20k")
-STUDY_KINDS = ("pets", "folder")  # what a study compares on; VOC / ADE20K pretrain heads
-# A file or folder each tree has once it is complete (the generators write the list files last).
-MARKERS = {
-    "pets": Path("oxford-iiit-pet") / "annotations" / "test.txt",
-    "folder": Path("classes.txt"),
-    "voc": Path("VOCdevkit") / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt",
-    "sbd": Path("val.txt"),
-    "ade20k": Path("ADEChallengeData2016") / "annotations" / "validation",
-}
-DOWNLOADERS = {
-    "pets": lambda root: find_samples(root, download=True),
-    "voc": lambda root: voc_samples(root, "train", download=True),
-    "sbd": lambda root: sbd_samples(root, "train", download=True),
-    "ade20k": lambda root: ade20k_samples(root, download=True),
-}
+from .source import Classes, get_source
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """Which dataset tree(s) a search reads, which samples make each part, and how items are made."""
 
-    kind: str  # "pets" or "folder" (a study), "voc" or "ade20k" (head pretraining)
+    kind: str  # the registered source's name: "pets", "folder" (a study), "voc", "ade20k" (head pretraining), ...
     root: str
     size: int
     augment: str  # "offline", "online" or "none"
@@ -54,15 +29,15 @@ class DataSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int
-    split: dict | None = None  # pets / folder: the seed and the names of train / val / test
-    samples: dict | None = None  # VOC / ADE20K: part -> [[name, image, labels, kind], ...]
+    split: dict | None = None  # a study's: the seed and the names of train / val / test
+    samples: dict | None = None  # pretraining (VOC / ADE20K): part -> [[name, image, labels, kind], ...]
     sbd_root: str | None = None  # VOC: SBD's tree, whose images join VOC train
     download: bool = False
     synthetic: dict | None = None  # generator arguments when each node generates the tree itself
     decoded_cache_dir: str | None = None  # where images are decoded once (None: every access decodes)
     verify_data: bool = False  # fingerprints hash file contents too (--verify-data), in every trial's process
     class_names: tuple[str, ...] = ()  # index -> name, as the report's per-class columns and legends say them
-    ignore: int | None = None  # folder: the mask value classes.txt marks as not scored (read as 255)
+    ignore: int | None = None  # the mask value on disk that is not scored (read as 255), e.g. a folder's classes.txt
 
     def to_json(self) -> dict:
         """A plain JSON-safe dict (saved with the study and in every best checkpoint)."""
@@ -73,8 +48,8 @@ class DataSpec:
         """The spec a to_json dict describes; specs saved before kinds existed are Pets specs."""
         values = dict(values)
         values.setdefault("kind", "pets")
-        if "num_classes" not in values:  # folder specs always carry theirs
-            values["num_classes"] = PETS_CLASSES if values["kind"] == "pets" else SEG_CLASSES[values["kind"]]
+        if "num_classes" not in values:  # only specs of sources with fixed classes were saved without it
+            values["num_classes"] = len(get_source(values["kind"]).class_names)
         if not values.get("class_names"):
             values["class_names"] = default_class_names(values["kind"], values["num_classes"])
         known = {f.name for f in dataclasses.fields(cls)}
@@ -89,135 +64,73 @@ class DataSpec:
 
     @property
     def parts(self) -> tuple[str, ...]:
-        """The parts its datasets come in: train / val / test for a study, train / val for VOC / ADE20K."""
-        return ("train", "val", "test") if self.kind in STUDY_KINDS else ("train", "val")
+        """The parts its datasets come in: train / val / test for a study, train / val for pretraining."""
+        return get_source(self.kind).parts
 
     @property
     def pretraining(self) -> bool:
         """Whether it is a head-pretraining set (VOC / ADE20K), where a random-init head is the point."""
-        return self.kind not in STUDY_KINDS
+        return not get_source(self.kind).study
 
     @property
-    def classes(self) -> folder.Classes:
-        """Its class names and ignored mask value, as a folder dataset reads masks with them."""
-        return folder.Classes(self.class_names, self.ignore)
+    def classes(self) -> Classes:
+        """Its class names and ignored mask value, as its source reads masks with them."""
+        return Classes(self.class_names, self.ignore)
 
 
 def default_class_names(kind: str, num_classes: int) -> tuple[str, ...]:
-    """Pets' pet / background / border; a pretraining set's class ids as names (its report shows none)."""
-    return PETS_CLASS_NAMES if kind == "pets" else tuple(str(i) for i in range(num_classes))
+    """The source's fixed class names (Pets' pet / background / border), else class ids as names."""
+    names = tuple(get_source(kind).class_names)
+    return names if len(names) == num_classes else tuple(str(i) for i in range(num_classes))
 
 
 def class_count(kind: str, root: str | Path | None, generated: bool) -> int:
-    """How many classes a study's dataset has, known before its data is prepared (for --dry-run's counts): Pets'
-    three, a folder's classes.txt, or the generated folder's classes."""
-    if kind != "folder":
-        return PETS_CLASSES
-    if generated:
-        from ..synthetic.folder import FOLDER_CLASSES  # what the generator will write
-
-        return len(FOLDER_CLASSES)
-    return len(folder.read_classes(Path(root or ".").expanduser()).names)
+    """How many classes a study's dataset has, known before its data is prepared (for --dry-run's counts)."""
+    return get_source(kind).class_count(root, generated)
 
 
 def make_data_spec(kind: str, root: str | Path, *, size: int, augment: str, seed: int, download: bool = False,
                    synthetic: dict | None = None, sbd_root: str | Path | None = None,
                    cache_dir: str | Path | None = None, decoded_cache: bool = False,
                    split_ratio: tuple[float, float, float] = (0.5, 0.25, 0.25)) -> DataSpec:
-    """The spec of a dataset tree: generated or downloaded if asked, its parts listed, study files (Pets, folder)
-    checked and normalised with the training set's statistics (VOC / ADE20K with ImageNet's).
+    """The spec of a dataset tree: generated or downloaded if asked, its parts listed by its source, study files
+    checked and normalised with the training set's statistics (pretraining sets with ImageNet's).
 
-    A tree with the wrong layout or an unusable file raises DatasetError naming it; `split_ratio` cuts a folder
-    dataset without its own splits/.
+    A tree with the wrong layout or an unusable file raises DatasetError naming it; `split_ratio` cuts a dataset
+    without its own split (a folder without splits/).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r}: use one of {KINDS}")
-    num_classes = PETS_CLASSES if kind in STUDY_KINDS else SEG_CLASSES[kind]
+    source = get_source(kind)
+    num_classes = len(source.class_names)
     spec = DataSpec(kind=kind, root=str(root), size=size, augment=augment, seed=seed, mean=(), std=(),
                     num_classes=num_classes, class_names=default_class_names(kind, num_classes),
                     sbd_root=str(sbd_root) if sbd_root else None, download=bool(download), synthetic=synthetic,
                     decoded_cache_dir=str(cache_dir) if decoded_cache and cache_dir else None)
     ensure_dataset(spec)
-    if kind not in STUDY_KINDS:
-        parts = _seg_parts(kind, root, sbd_root)
-        samples = {part: [[s.name, str(s.image), str(s.labels), s.kind] for s in listed]
-                   for part, listed in parts.items()}
-        return dataclasses.replace(spec, samples=samples, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    if kind == "folder":
-        classes = folder.read_classes(root)
-        found, problems = folder.find_samples(root)
-        split = folder.make_split(root, found, seed, split_ratio)
-        parts = folder.split_samples(found, split)
-        problems += folder.scan_samples([s for part in parts.values() for s in part], classes, cache_dir)
-        spec = dataclasses.replace(spec, num_classes=len(classes.names), class_names=classes.names,
-                                   ignore=classes.ignore)
-    else:
-        found = find_samples(root, download=download)
-        split = make_split(found, seed)
-        parts = split_samples(found, split)
-        _, problems = scan_samples([s for part in parts.values() for s in part], cache_dir)
-    if problems:
-        listing = "\n  ".join(message for _, message in problems)
-        raise DatasetError(f"{len(problems)} unusable file(s) in {root}; fix or remove them "
-                           f"(python -m petseg.data --dataset {kind} --root {root} lists them):\n  {listing}",
-                           problems[0][0])
-    mean, std = compute_mean_std(parts["train"], size, cache_dir)
-    return dataclasses.replace(spec, split=split, mean=tuple(mean), std=tuple(std))
-
-
-def _trees(spec: DataSpec) -> list[tuple[str, Path]]:
-    """(tree kind, root) of every dataset tree the spec reads: VOC with SBD is two trees."""
-    trees = [(spec.kind, Path(spec.root))]
-    if spec.sbd_root:
-        trees.append(("sbd", Path(spec.sbd_root)))
-    return trees
+    return source.prepare(spec, cache_dir, split_ratio)
 
 
 def ensure_dataset(spec: DataSpec) -> Path:
     """Generate or download the spec's dataset trees this node lacks, once per node (a file lock)."""
     if not (spec.synthetic or spec.download):
         return Path(spec.root)  # a given tree: its readers name whatever is missing
-    for kind, root in _trees(spec):
-        if (root / MARKERS[kind]).exists():
+    for tree in get_source(spec.kind).trees(spec):
+        if (tree.root / tree.marker).exists():
             continue
-        with file_lock(root.parent / f".{root.name}.petseg-lock"):
-            if (root / MARKERS[kind]).exists():  # another process made it while we waited
+        with file_lock(tree.root.parent / f".{tree.root.name}.petseg-lock"):
+            if (tree.root / tree.marker).exists():  # another process made it while we waited
                 continue
-            if spec.synthetic:
-                from .. import synthetic  # generated trees stand in for real ones in tests and smoke runs
-
-                synthetic.GENERATORS[kind](root, **spec.synthetic)
+            if spec.synthetic:  # generated trees stand in for real ones in tests and smoke runs
+                tree.generate(tree.root, **spec.synthetic)
             else:
-                DOWNLOADERS[kind](root)
+                tree.download(tree.root)
     return Path(spec.root)
 
 
-def _seg_parts(kind: str, root: str | Path, sbd_root: str | Path | None = None) -> dict[str, list[SegSample]]:
-    """Train / val samples for head pretraining: VOC train (+ SBD minus VOC val) / VOC val; ADE20K's splits."""
-    if kind == "voc":
-        train = voc_sbd_train_samples(root, sbd_root) if sbd_root else voc_samples(root, "train")
-        return {"train": train, "val": voc_samples(root, "val")}
-    return {"train": ade20k_samples(root, "training"), "val": ade20k_samples(root, "validation")}
-
-
 def datasets_from_spec(spec: DataSpec) -> dict[str, SegmentationDataset]:
-    """The spec's datasets, part -> dataset (augmentation on train only): Pets or folder train / val / test,
-    VOC / ADE20K train / val (255 ignored)."""
+    """The spec's datasets, part -> dataset (augmentation on train only), as its source makes them."""
     verify_contents(spec.verify_data)
     ensure_dataset(spec)
+    source = get_source(spec.kind)
     augment = None if spec.augment == "none" else spec.augment
-    common = dict(size=spec.size, mean=spec.mean, std=spec.std, seed=spec.seed,
-                  decoded_cache_dir=spec.decoded_cache_dir)
-    if spec.kind == "folder":
-        parts = folder.split_samples(folder.find_samples(spec.root)[0], spec.split)
-        return {part: folder.FolderSegmentation(parts[part], spec.classes, augment=augment if part == "train" else None,
-                                                **common)
-                for part in spec.parts}
-    if spec.kind != "pets":
-        return {part: VocAdeSegmentation([SegSample(name, Path(image), Path(labels), kind)
-                                          for name, image, labels, kind in spec.samples[part]],
-                                         augment=augment if part == "train" else None, **common)
-                for part in spec.parts}
-    parts = split_samples(find_samples(spec.root), spec.split)
-    return {part: PetSegmentation(parts[part], augment=augment if part == "train" else None, **common)
-            for part in spec.parts}
+    parts = source.part_samples(spec)
+    return {part: source.dataset(spec, parts[part], augment if part == "train" else None) for part in spec.parts}

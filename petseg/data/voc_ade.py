@@ -8,6 +8,7 @@ map the labels to training ids (IGNORE = 255 is not scored), resize, normalise a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from torchvision.datasets.voc import DATASET_YEAR_DICT
 from ..errors import DatasetError
 from .dataset import SegmentationDataset
 from .files import load_image, open_decoded
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD
+from .source import IGNORE, Classes, DatasetSource, Tree, register_source
 
-IGNORE = 255
 NUM_CLASSES = {"voc": 21, "ade20k": 150}
 CLASS_SPACE = {"voc": "voc", "sbd": "voc", "ade20k": "ade20k"}  # SBD uses VOC's 21 classes
 ADE20K_SPLITS = ("training", "validation")
@@ -222,3 +224,85 @@ class VocAdeSegmentation(SegmentationDataset):
     def load_pair(self, sample: SegSample) -> tuple[Image.Image, np.ndarray]:
         """The sample's RGB image and training-id labels."""
         return load_pair(sample)
+
+
+class PretrainingSource(DatasetSource):
+    """A set that pretrains heads: fixed train / val lists, stored in the spec as plain strings so every trial
+    trains on exactly the files the driver listed, and normalised with ImageNet's statistics."""
+
+    study = False
+    downloads = True
+
+    def __init__(self, name: str, marker: str, root_help: str):
+        self.name, self.marker, self.root_help = name, marker, root_help
+        self.class_names = tuple(str(i) for i in range(NUM_CLASSES[name]))  # the report shows no per-class names
+
+    def listed(self, spec) -> dict[str, list[SegSample]]:
+        """part -> the samples of the spec's trees."""
+        raise NotImplementedError
+
+    def prepare(self, spec, cache_dir, split_ratio):
+        """The spec with its train / val sample lists and ImageNet's statistics."""
+        samples = {part: [[s.name, str(s.image), str(s.labels), s.kind] for s in listed]
+                   for part, listed in self.listed(spec).items()}
+        return dataclasses.replace(spec, samples=samples, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    def part_samples(self, spec, source="split") -> dict[str, list[SegSample]]:
+        """part -> the samples the spec lists."""
+        return {part: [SegSample(name, Path(image), Path(labels), kind) for name, image, labels, kind in listed]
+                for part, listed in spec.samples.items()}
+
+    def dataset(self, spec, samples: Sequence[SegSample], augment: str | None) -> VocAdeSegmentation:
+        """One part's VocAdeSegmentation (IGNORE not scored)."""
+        return VocAdeSegmentation(samples, size=spec.size, mean=spec.mean, std=spec.std, augment=augment,
+                                  seed=spec.seed, decoded_cache_dir=spec.decoded_cache_dir)
+
+    def load_pair(self, sample: SegSample, classes: Classes) -> tuple[Image.Image, np.ndarray]:
+        """The sample's RGB image and training-id labels."""
+        return load_pair(sample)
+
+
+class VocSource(PretrainingSource):
+    """Pascal VOC 2012: VOC train (+ SBD minus VOC val when the spec has an SBD root) / VOC val."""
+
+    joins_sbd = True
+
+    def trees(self, spec) -> list[Tree]:
+        """VOC's tree, and SBD's when the spec joins it."""
+        from ..synthetic import write_sbd, write_voc
+
+        trees = [Tree(Path(spec.root), self.marker, lambda root: voc_samples(root, "train", download=True),
+                      write_voc)]
+        if spec.sbd_root:
+            trees.append(Tree(Path(spec.sbd_root), "val.txt", lambda root: sbd_samples(root, "train", download=True),
+                              write_sbd))
+        return trees
+
+    def listed(self, spec) -> dict[str, list[SegSample]]:
+        """VOC train (+ SBD minus VOC val) / VOC val."""
+        train = voc_sbd_train_samples(spec.root, spec.sbd_root) if spec.sbd_root else voc_samples(spec.root, "train")
+        return {"train": train, "val": voc_samples(spec.root, "val")}
+
+
+class Ade20kSource(PretrainingSource):
+    """ADE20K scene parsing: its training / validation splits."""
+
+    def download(self, root: Path) -> None:
+        """Fetch ADE20K's archive."""
+        ade20k_samples(root, download=True)
+
+    def generate(self, root: Path, num_images: int, size: int, seed: int) -> None:
+        """Write a generated ADE20K tree."""
+        from ..synthetic import write_ade20k
+
+        write_ade20k(root, num_images, size, seed)
+
+    def listed(self, spec) -> dict[str, list[SegSample]]:
+        """ADE20K training / validation."""
+        return {"train": ade20k_samples(spec.root, "training"), "val": ade20k_samples(spec.root, "validation")}
+
+
+register_source(VocSource("voc", "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt",
+                          "the folder holding VOCdevkit/ (add --download to fetch it)"))
+register_source(Ade20kSource("ade20k", f"{_ADE20K_DIR}/annotations/validation",
+                             f"the folder holding {_ADE20K_DIR}/ (add --download to fetch it)"))

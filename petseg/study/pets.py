@@ -1,12 +1,12 @@
-"""The study (Oxford-IIIT Pet or a folder dataset): the data spec and head files checked in the driver, one Tune run over every variant
-(fair per variant), optional seed repeats, then the report."""
+"""The study (Oxford-IIIT Pet, a folder dataset or any registered study dataset): the data spec and head files
+checked in the driver, one Tune run over every variant (fair per variant), optional seed repeats, then the report."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ray import tune
 
-from ..data import DataSpec, make_data_spec
+from ..data import DataSpec, get_source, make_data_spec
 from ..errors import DatasetError, StudyError
 from ..report import analysis
 from ..report.results_folder import check_results_folder, read_marker
@@ -18,10 +18,6 @@ from ..tune.storage import Location
 from .session import study_run
 
 
-WHAT_ROOT_HOLDS = {"pets": "the folder holding oxford-iiit-pet/ (add --download to fetch it)",
-                   "folder": "the folder holding images/, masks/ and classes.txt"}
-
-
 def dataset_root(config: StudyConfig) -> Path:
     """The dataset root: generated under the cache dir (smoke preset), or config.search.data_root."""
     search = config.search
@@ -29,11 +25,11 @@ def dataset_root(config: StudyConfig) -> Path:
         return Path(config.run.cache_dir).expanduser().resolve() / "synthetic" / (
             f"{search.dataset}-{search.synthetic_images}-{search.image_size}-{search.seed}")
     if search.data_root is None:
-        raise StudyError(f"no dataset: pass --data-root DIR ({WHAT_ROOT_HOLDS[search.dataset]}) or use --preset smoke "
-                         "for a generated dataset")
+        raise StudyError(f"no dataset: pass --data-root DIR ({get_source(search.dataset).root_help}) or use "
+                         "--preset smoke for a generated dataset")
     root = Path(search.data_root).expanduser().resolve()
     if not root.is_dir() and not search.download:
-        raise StudyError(f"data root {root} does not exist; pass {WHAT_ROOT_HOLDS[search.dataset]}")
+        raise StudyError(f"data root {root} does not exist; pass {get_source(search.dataset).root_help}")
     return root
 
 

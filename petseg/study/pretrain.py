@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 from ray import tune
 
-from ..data import DataSpec, make_data_spec
+from ..data import DataSpec, get_source, make_data_spec
 from ..errors import DatasetError, StudyError
 from ..models import VARIANTS, model_from_config, weights_cache_dir
 from ..models.checkpoints import load_trial_state, public_head_state, save_head_file
@@ -39,7 +39,7 @@ def _roots(config: StudyConfig, dataset: str, sbd_root: str | None) -> tuple[Pat
     if config.search.synthetic_images:
         folder = Path(config.run.cache_dir).expanduser().resolve() / "synthetic"
         tag = f"{config.search.synthetic_images}-{config.search.image_size}-{config.search.seed}"
-        return folder / f"{dataset}-{tag}", folder / f"sbd-{tag}" if dataset == "voc" else None
+        return folder / f"{dataset}-{tag}", folder / f"sbd-{tag}" if get_source(dataset).joins_sbd else None
     if config.search.data_root is None:
         raise StudyError("no dataset: pass --data-root DIR, or --synthetic N for a generated one")
     roots = [("--data-root", config.search.data_root), ("--sbd-root", sbd_root)]

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from ..data import PetSegmentation, find_samples, folder, load_image, resize_image, split_samples
+from ..data import DataSpec, get_source, load_image, resize_image
 from ..data.dataset import SegmentationDataset
 from ..data.spec import default_class_names
 from ..errors import CheckpointError, DatasetError
@@ -83,21 +83,18 @@ def checkpoint_classes(checkpoint: dict) -> tuple[str, ...]:
 
 
 def checkpoint_dataset(checkpoint: dict, root: str | Path, split: str) -> SegmentationDataset:
-    """The checkpoint's `split` part of the dataset under `root` (a Pets tree, or a folder dataset for a folder
-    study), resized and normalised as in training."""
-    # Only the keys load_best_checkpoint checks are read, so a spec saved without the rest still works.
-    data = checkpoint["data"]
-    source = "the checkpoint's split"
-    if data.get("kind", "pets") == "folder":
-        classes = folder.Classes(checkpoint_classes(checkpoint), data.get("ignore"))
-        samples = folder.split_samples(folder.find_samples(root)[0], data["split"], source)[split]
-        dataset = folder.FolderSegmentation(samples, classes, data["size"], data["mean"], data["std"])
-    else:
-        samples = split_samples(find_samples(root), data["split"], source=source)[split]
-        dataset = PetSegmentation(samples, data["size"], data["mean"], data["std"])
+    """The checkpoint's `split` part of the dataset under `root`, as its saved spec's source reads it, resized and
+    normalised as in training."""
+    # Only the keys load_best_checkpoint checks are required, so a spec saved without the rest still works; the
+    # training run's caches, generator and download do not apply here.
+    data = DataSpec.from_json({"augment": "none", "seed": 0, **checkpoint["data"], "root": str(root),
+                               "class_names": checkpoint_classes(checkpoint), "decoded_cache_dir": None,
+                               "synthetic": None, "download": False, "verify_data": False})
+    source = get_source(data.kind)
+    samples = source.part_samples(data, "the checkpoint's split")[split]
     if not samples:
         raise DatasetError(f"{root}: the checkpoint's {split} split is empty; pick another split", root)
-    return dataset
+    return source.dataset(data, samples, None)
 
 
 def load_photo(path: str | Path) -> Image.Image:

@@ -17,14 +17,12 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ..data import find_samples, folder
-from ..errors import DatasetError
+from ..data import get_source
 from ..models import VARIANTS, build_seeded_model
 from ..node_cache import NODE_BUDGET_ENV, NODE_DIR_ENV, NodeCache, format_size, node_cache, parse_size
 from .cluster import trial_request
@@ -201,37 +199,14 @@ def cache_items(data) -> tuple[int, int]:
 
 
 def estimated_items(config) -> tuple[int, int]:
-    """(train, val) cache items a study will have, before its data is scanned: from the generated set's size,
-    the dataset's own lists, or the real Oxford-IIIT Pet's counts (3,680 trainval, 3,669 test)."""
+    """(train, val) cache items a study will have, before its data is scanned: as its dataset's source counts them
+    (from the generated set's size, the tree's own lists, or the real dataset's known counts)."""
     search = config.search
-    if search.dataset == "folder":
-        train, val = _folder_counts(search)
-    elif search.synthetic_images:
-        train, val = (search.synthetic_images + 1) // 2, search.synthetic_images // 4  # alternate images, test halved
-    elif search.data_root and Path(search.data_root).expanduser().is_dir():
-        found = find_samples(Path(search.data_root).expanduser())
-        train, val = len(found["trainval"]), len(found["test"]) // 2
-    else:
-        train, val = 3680, 3669 // 2
+    train, val = get_source(search.dataset).image_counts(search.data_root, search.synthetic_images, search.seed,
+                                                         search.split_ratio)
     if search.augment == "online" or not search.feature_cache:
         return 0, 0
     return train * (2 if search.augment == "offline" else 1), val
-
-
-def _folder_counts(search) -> tuple[int, int]:
-    """(train, val) images of a folder dataset: its own split where it can be read now, else split_ratio's cut of
-    the generated set (0, 0 for a folder not yet readable: its problems are named when the study starts)."""
-    if not search.synthetic_images:
-        root = Path(search.data_root or ".").expanduser()
-        try:
-            samples, _ = folder.find_samples(root)
-            split = folder.make_split(root, samples, search.seed, search.split_ratio)
-        except DatasetError:
-            return 0, 0
-        return len(split["train"]), len(split["val"])
-    total = search.synthetic_images
-    val, test = round(total * search.split_ratio[1]), round(total * search.split_ratio[2])
-    return total - val - test, val
 
 
 def measured_nodes(config) -> list[NodeCache]:

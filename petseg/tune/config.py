@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 from ..disk import default_cache_dir
-from ..data.spec import STUDY_KINDS
+from ..data.source import get_source, study_kinds
 from ..errors import ConfigError, WeightsUnavailableError
 from ..node_cache import parse_size
 from ..models import (VARIANTS, build_seeded_model, default_variants, find_head_weights, get_variant,
@@ -41,7 +41,8 @@ class SearchConfig:
     # Modules imported in every process of the study before anything is read: each registers datasets, variants
     # or metrics of its own (petseg.plugins).
     plugins: list[str] = field(default_factory=list)
-    dataset: str = "pets"  # "pets" (Oxford-IIIT Pet) or "folder" (images/, masks/, classes.txt under data_root)
+    dataset: str = "pets"  # a registered study dataset: "pets" (Oxford-IIIT Pet), "folder" (images/, masks/,
+    # classes.txt under data_root), or one a plugin registers
     data_root: str | None = None
     download: bool = False
     split_ratio: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.25])  # folder without splits/
@@ -387,11 +388,13 @@ def validate(config: StudyConfig) -> None:
     if config.run.max_worker_losses < 0:
         raise ConfigError(f"max_worker_losses must be 0 or more (restarts of a trial whose node was lost), got "
                           f"{config.run.max_worker_losses}; a negative value would restart a trial forever")
-    if config.search.dataset not in STUDY_KINDS:
-        raise ConfigError(f"dataset (--dataset) must be one of {', '.join(STUDY_KINDS)}, got {config.search.dataset!r}")
-    if config.search.download and config.search.dataset != "pets":
-        raise ConfigError(f"download (--download) fetches Oxford-IIIT Pet only; a {config.search.dataset} dataset is "
-                          "read from --data-root as it is")
+    if config.search.dataset not in study_kinds():  # asked now: a plugin's dataset registers after this loads
+        raise ConfigError(f"dataset (--dataset) must be one of {', '.join(study_kinds())}, got "
+                          f"{config.search.dataset!r}; a dataset of yours is known once the module that registers "
+                          "it is imported")
+    if config.search.download and not get_source(config.search.dataset).downloads:
+        raise ConfigError(f"download (--download) cannot fetch a {config.search.dataset} dataset; it is read from "
+                          "--data-root as it is")
     ratio = config.search.split_ratio
     if len(ratio) != 3 or min(ratio) <= 0 or abs(sum(ratio) - 1) > 1e-6:
         raise ConfigError(f"split_ratio must be three fractions above 0 (train, val, test) adding up to 1, got {ratio}")
