@@ -266,29 +266,6 @@ def test_seed_repeats_report_mean_and_std(tmp_path):
     assert "over seeds" in (tmp_path / "results" / "seeded" / "comparison.md").read_text()
 
 
-def test_a_user_variant_and_lraspp_run_a_study_and_report_again_in_a_fresh_process(tmp_path):
-    """A user's module:function variant reaches the Ray workers and a later report through variant_sources;
-    LR-ASPP trains on its two cached levels. Neither module nor key is known to a process that was not told."""
-    config = write_config(tmp_path, max_epochs=1, num_samples=1, asha=False)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    run = compare("--preset", "smoke", "--config", str(config), "--name", "own",
-                  "--variants", "tests.user_variant:tiny,lraspp_mobilenet_v3_large", folder=tmp_path, env=env)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    comparison = pd.read_csv(tmp_path / "results" / "own" / "comparison.csv")
-    assert list(comparison["key"]) == ["tiny", "lraspp_mobilenet_v3_large"]
-    assert list(comparison["trainable_params"]) == [2_403, 246_526]
-    assert list(comparison["backbone"]) == ["TinyConv (random init)", "MobileNetV3-Large (random init)"]
-    trials = pd.read_csv(tmp_path / "results" / "own" / "all_trials.csv")
-    assert set(trials["features"]) == {"cached"}
-    saved = yaml.safe_load((tmp_path / "results" / "own" / "config.yaml").read_text())
-    assert saved["search"]["variant_sources"] == ["tests.user_variant:tiny"]
-    rebuilt = subprocess.run([sys.executable, str(REPO / "experiments" / "report.py"), "--name", "own",
-                              "--storage-path", str(tmp_path / "ray"), "--results-dir", str(tmp_path / "rebuilt")],
-                             capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-    assert list(pd.read_csv(tmp_path / "rebuilt" / "own" / "comparison.csv")["key"]) == list(comparison["key"])
-
-
 def trial_statuses(experiment: Path) -> dict:
     from ray import tune
     try:
