@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"opt-in: {','.join(k for k in VARIANTS if k not in default_variants())}), or a function of "
                         "yours returning a VariantSpec as module:function")
     parser.add_argument("--plugins", help="comma-separated modules to import in every process of the study first; "
-                        "each may register datasets, variants or metrics of its own (README, Extending petseg)")
+                        "each may register datasets, variants or metrics of its own (README, Plugins)")
     parser.add_argument("--dataset", help="pets (default): Oxford-IIIT Pet; folder: your own dataset as DIR/images/, "
                         "DIR/masks/ and DIR/classes.txt (README, Your own dataset); or a dataset a module of yours "
                         "registers (--plugins)")
