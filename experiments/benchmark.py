@@ -321,6 +321,7 @@ def step_probe(variant: str, lr: float, args, device: torch.device, amp: bool = 
     from petseg.train.engine import train_one_epoch
     from petseg.train.features import HeadOnly
     from petseg.train.training import make_optimizer
+    from petseg.train.trial_spec import Searched
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -329,7 +330,7 @@ def step_probe(variant: str, lr: float, args, device: torch.device, amp: bool = 
     images = torch.randn(args.batch_size, 3, args.size, args.size, generator=generator).to(device)
     target = torch.randint(0, 3, (args.batch_size, args.size, args.size), generator=generator).to(device)
     features = map_features(lambda tensor: tensor.half().float(), model.features(images))
-    optimizer, _ = make_optimizer(model, variant, lr, total_steps=1000)
+    optimizer, _ = make_optimizer(model, variant, Searched(lr), total_steps=1000)
     head = HeadOnly(model, args.size)
     live = lambda: train_one_epoch(model, [(images, target)], optimizer, device, amp=amp)  # noqa: E731
     cached = lambda: train_one_epoch(head, [(features, target)], optimizer, device, amp=amp)  # noqa: E731
