@@ -220,7 +220,8 @@ def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_pa
             "head_pretraining": labels.head_label(provenances[variant]),
             "trainable_params": trainable, "total_params": total,
             # best_lr, and best_<name> of each other value the study searched for this variant
-            **{f"best_{name}": value for name, value in Searched.from_json(record).given().items()}, "epochs": record["epochs"], "best_epoch": record["best_epoch"],
+            **{f"best_{name}": value for name, value in Searched.from_json(record).given().items()},
+            "epochs": record["epochs"], "best_epoch": record["best_epoch"],
             **{f"val_{m}": record[f"best_val_{m}"] for m in METRICS},
             **test, "test_image_size": data.size, **compute_spent(records, variant, config),
         })

@@ -59,9 +59,9 @@ def fit(spec: TrialSpec, datasets: dict, *, report: Callable[[dict, dict, Frozen
 
     `report(metrics, state, model)` is called after every epoch; `state` (from an earlier report)
     resumes where it left off. Stops at spec.max_epochs or after spec.patience epochs without val-loss gain.
-    With spec.feature_cache and a `feature_cache_dir`, the head trains on backbone features computed once (if the data
-    allows: no online augmentation); otherwise the backbone runs on every batch. `say` receives the
-    lines of a feature-cache build. Every report says which ("features": "cached" or "live"), the
+    With spec.feature_cache and a `feature_cache_dir`, the head trains on backbone features computed once
+    (if the data allows: no online augmentation); otherwise the backbone runs on every batch. `say`
+    receives the lines of a feature-cache build. Every report says which ("features": "cached" or "live"), the
     cache folders used ("feature_caches") and the seconds this trial spent building them ("cache_build_s").
     """
     device = device or default_device()
