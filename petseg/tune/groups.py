@@ -4,7 +4,8 @@ One seeded Optuna search (a GP after a budget-sized random start, see `petseg.se
 one ASHA per `config["variant"]`, so a variant's trials are only ever ranked against each other:
 a weak variant's best learning rate is never stopped because another variant is stronger. Both
 subclass Tune DeveloperAPIs, tested on the Ray version pinned in pyproject.toml. Every suggestion
-says how its learning rate was chosen (`suggested_by`: random, gp, tpe, or fixed for a given list).
+says how its learning rate (and any other searched value) was chosen (`suggested_by`: random, gp,
+tpe, or fixed for a given list).
 """
 from __future__ import annotations
 
