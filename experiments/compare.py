@@ -12,6 +12,7 @@ import sys
 
 from petseg.errors import PetsegError, SearchInterrupted
 from petseg.models import VARIANTS, default_variants, parameter_counts
+from petseg.models.recipes import RECIPES
 from petseg.data.spec import class_count
 from petseg.tune.cache_plan import estimated_items, study_cache_plan
 from petseg.tune import stopping
@@ -38,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "folder); given, it replaces a preset's generated dataset")
     parser.add_argument("--download", action="store_true", default=None, help="download the dataset if absent")
     add_runner_flags(parser)
+    parser.add_argument("--weight-decay-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="search the head's weight decay too, log-uniform in [LOW, HIGH] for every optimiser "
+                        "recipe (default: not searched, each recipe keeps its own: Adam 1e-5, SGD 1e-4)")
     parser.add_argument("--seeds", type=int, help="retrain each variant's best lr with N more seeds (mean ± std)")
     parser.add_argument("--head-weights", help="folder of VOC / ADE20K head checkpoints <variant>-<hash>.pth "
                         "(default: the newest in $TORCH_HOME/hub/checkpoints, where pretrain_heads.py writes them)")
@@ -57,7 +61,9 @@ def config_from_args(args: argparse.Namespace):
     overrides = {**runner_overrides(args), "variants": variants, "plugins": plugins, "data_root": args.data_root, "dataset": args.dataset,
                  "synthetic_images": generated,
                  "download": args.download, "seeds": args.seeds, "head_weights": args.head_weights,
-                 "allow_random_heads": args.allow_random_heads}
+                 "allow_random_heads": args.allow_random_heads,
+                 "weight_decay_range": None if args.weight_decay_range is None
+                 else dict.fromkeys(RECIPES, list(args.weight_decay_range))}
     return resolve_config(args.preset, args.config, overrides)
 
 

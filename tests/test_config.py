@@ -156,7 +156,7 @@ def test_a_relative_cache_dir_means_the_folder_the_command_ran_in(tmp_path, monk
     assert config.run.cache_dir == str(tmp_path / "from-env")
     from petseg.tune.runner import trial_settings
 
-    assert trial_settings(config, None)["cache_dir"] == str(tmp_path / "from-env")  # what every trial is given
+    assert trial_settings(config, None).cache_dir == str(tmp_path / "from-env")  # what every trial is given
     monkeypatch.chdir(tmp_path.parent)  # resolved once: a later working directory changes nothing
     assert config.replace(max_epochs=3).run.cache_dir == str(tmp_path / "from-env")
 
@@ -193,3 +193,31 @@ def test_image_size_is_a_flag_of_compare_and_pretrain_heads():
         variants = ["denseaspp_voc"] if script == "pretrain_heads" else None
         config = module.config_from_args(args, variants) if variants else module.config_from_args(args)
         assert config.search.image_size == 96, script
+
+
+def test_weight_decay_is_searched_from_a_yaml_key_or_a_compare_flag_and_off_by_default(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from petseg.tune.config import search_plan, search_ranges
+
+    default = resolve_config("smoke")
+    assert default.search.weight_decay_range == {} and "weight_decay" not in search_plan(default, "denseaspp_voc")
+    path = tmp_path / "study.yaml"
+    path.write_text("weight_decay_range: {denseaspp: [1e-6, 1e-3]}\n")
+    from_yaml = resolve_config("smoke", path)
+    assert search_ranges(from_yaml, "denseaspp_voc")["weight_decay"] == (1e-6, 1e-3)
+    assert "weight_decay log-uniform [1e-06, 0.001]" in search_plan(from_yaml, "denseaspp_voc")
+    assert "weight_decay" not in search_ranges(from_yaml, "fcn_resnet50")  # SGD keeps its own 1e-4
+    script = Path(__file__).resolve().parents[1] / "experiments" / "compare.py"
+    spec = importlib.util.spec_from_file_location("_compare_wd", script)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    args = compare.parse_args(["--preset", "smoke", "--weight-decay-range", "1e-5", "1e-2"])
+    flagged = compare.config_from_args(args)
+    assert {v: search_ranges(flagged, v)["weight_decay"] for v in ("denseaspp_voc", "fcn_resnet50")} == \
+        {"denseaspp_voc": (1e-5, 1e-2), "fcn_resnet50": (1e-5, 1e-2)}
+    with pytest.raises(ConfigError, match=r"weight_decay_range for denseaspp is \[0.0, 0.001\]: give \[low, high\]"):
+        resolve_config("smoke", overrides={"weight_decay_range": {"denseaspp": [0, 1e-3]}})
+    with pytest.raises(ConfigError, match="weight_decay_range has unknown recipe 'adamw'"):
+        resolve_config("smoke", overrides={"weight_decay_range": {"adamw": [1e-6, 1e-3]}})

@@ -18,6 +18,7 @@ from petseg.train.features import feature_dataset, feature_key, list_caches, mai
 from petseg.synthetic import write_dataset
 from petseg.models import FrozenBackboneSegmenter, build_seeded_model
 from petseg.train.training import fit
+from petseg.train.trial_spec import Searched, TrialSpec
 
 CPU = torch.device("cpu")
 
@@ -37,9 +38,10 @@ def history(datasets, cache_dir, variant):
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit(variant, 1e-3, datasets, max_epochs=3, batch_size=4, patience=3, pretrained=False, seed=0,
-            report=lambda m, s, _: out.append((m["train_loss"], m["val_loss"], m["val_weighted_iou"])),
-            feature_cache_dir=cache_dir, device=CPU, amp=False)  # fp32 compute: only the fp16 cache differs
+        fit(TrialSpec(variant, Searched(1e-3), seed=0, max_epochs=3, batch_size=4, patience=3, pretrained=False,
+                      amp=False),  # fp32 compute: only the fp16 cache differs
+            datasets, report=lambda m, s, _: out.append((m["train_loss"], m["val_loss"], m["val_weighted_iou"])),
+            feature_cache_dir=cache_dir, device=CPU)
     return np.array(out)
 
 
@@ -344,9 +346,9 @@ def test_only_the_trial_that_builds_a_cache_reports_build_seconds_and_a_resume_k
         reports = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit(variant, 1e-3, datasets, max_epochs=max_epochs, batch_size=4, patience=3, pretrained=False, seed=0,
-                report=lambda m, s, _: reports.append((m, s)), feature_cache_dir=tmp_path, device=CPU, amp=False,
-                state=state)
+            fit(TrialSpec(variant, Searched(1e-3), seed=0, max_epochs=max_epochs, batch_size=4, patience=3,
+                          pretrained=False, amp=False), datasets,
+                report=lambda m, s, _: reports.append((m, s)), feature_cache_dir=tmp_path, device=CPU, state=state)
         return reports[-1]
 
     built, built_state = trial("denseaspp_voc")

@@ -191,6 +191,8 @@ def test_table_2_leads_with_the_papers_columns_and_run_details_are_a_table_of_th
                                      "Epochs", "Trials", "Trial-epochs", "GPU-hours", "CPU-core-hours",
                                      "Epochs cut by ASHA", "Epochs cut by early stopping", "Epochs lost to errors",
                                      "Epochs planned"]
+    searched = run_details_table(frame.assign(best_weight_decay=2e-5))  # a study that searched weight decay too
+    assert list(searched.columns[5:8]) == ["Best lr", "Best weight decay", "Epochs"]
 
 
 def test_the_console_summary_leads_with_the_papers_columns_and_names_the_resolution(tmp_path):

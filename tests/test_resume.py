@@ -11,7 +11,7 @@ from petseg.tune.groups import VariantSearcher, searchers_run_with
 from petseg.tune.trial_checkpoints import remove_stand_ins, stand_in_for_lost
 from petseg.tune.runner import trial_settings
 from petseg.tune.storage import Location
-from petseg.tune.trainable import restored_state
+from petseg.tune.trainable import RunSettings, restored_state
 
 GiB = 2**30
 RESNETS = ["fcn_resnet50", "deeplabv3_resnet50"]  # two ResNet50 caches of 36.5 GiB each at paper scale
@@ -45,8 +45,8 @@ def test_trials_read_run_settings_from_the_driver_not_from_their_saved_config():
                                                 "max_failures": 4})
     assert {"cache_dir", "cpus_per_trial", "num_workers", "max_failures"}.isdisjoint(config.trial_params())
     plan = plan_cache(RESNETS, 256, 7360, 1834, budget=30 * GiB)  # each cache alone is too big
-    assert trial_settings(config, plan) == {"cpus_per_trial": 3.0, "num_workers": 1, "cache_dir": "/fast/cache",
-                                            "cache_budget": None, "max_failures": 4, "live_variants": RESNETS}
+    assert trial_settings(config, plan) == RunSettings(cpus_per_trial=3.0, num_workers=1, cache_dir="/fast/cache",
+                                                       cache_budget=None, max_failures=4, live_variants=tuple(RESNETS))
 
 
 def test_a_trial_restores_its_checkpoint_or_starts_over_when_it_is_gone(tmp_path):

@@ -94,3 +94,15 @@ def test_too_few_seeds_is_said_in_words_instead_of_verdicts(seeds, expected):
     assert f"No verdicts about {analysis.UNIT_VARIANT}: {expected}" in text
     assert analysis.UNIT_MODEL in text  # the per-model verdicts are still there
     assert analysis.too_few_seeds(comparison_frame(best), tests) == ""  # no seeds asked for: nothing to say
+
+
+def test_the_chosen_weight_decay_is_a_column_only_when_the_study_searched_it():
+    rng = np.random.default_rng(3)
+    best, _ = study(rng, {"good": [], "bad": []})
+    tests = analysis.pairwise(best, {"good": "GOOD", "bad": "BAD"}, seed=0)
+    comparison = comparison_frame(best)
+    header = analysis.comparison_markdown(comparison, tests).splitlines()[0]
+    assert "best_lr" in header and "best_weight_decay" not in header
+    searched = comparison.assign(best_weight_decay=[2e-5, 3e-4])
+    header = analysis.comparison_markdown(searched, tests).splitlines()[0]
+    assert "| best_lr | best_weight_decay | epochs |" in header

@@ -324,3 +324,33 @@ def test_the_report_counts_random_rates_from_the_column():
         mine = records[records["variant"] == variant]["suggested_by"]
         assert f"{name} {(mine == 'random').sum()} of {len(mine)} at random" in line
     assert "FCN 3 of 8 at random, 5 by the GP;" in line and "finished" in line
+
+
+def test_weight_decay_is_suggested_only_where_searched_and_the_lr_search_is_unchanged_without_it():
+    from petseg.tune.config import lr_bounds, resolve_config, search_ranges
+
+    variants = ["denseaspp_voc", "fcn_resnet50"]
+    off = resolve_config("paper", overrides={"variants": variants})
+    on = off.replace(weight_decay_range={"denseaspp": [1e-6, 1e-3]})
+
+    def suggested(ranges: dict) -> list[dict]:
+        searcher = VariantSearcher(ranges, num_samples=4, metric="m", mode="max", seed=5)
+        chosen = []
+        for i in range(2 * 4):
+            chosen.append(searcher.suggest(f"t{i}"))
+            searcher.on_trial_complete(f"t{i}", {"m": -abs(np.log10(chosen[-1]["lr"]) + 3)})
+        return chosen
+
+    without = suggested({v: search_ranges(off, v) for v in variants})
+    # The space of a study without weight decay is the lr range alone, as before there was a second value.
+    assert without == suggested({v: lr_bounds(off, v) for v in variants})
+    assert all(set(s) == {"variant", "lr", "suggested_by"} for s in without)
+    assert {s["suggested_by"] for s in without} == {"random", "gp"}
+    with_decay = suggested({v: search_ranges(on, v) for v in variants})
+    for s in with_decay:
+        if s["variant"] == "denseaspp_voc":
+            assert 1e-6 <= s["weight_decay"] <= 1e-3 and 1e-5 <= s["lr"] <= 1e-2
+        else:
+            assert "weight_decay" not in s  # no range for SGD: its recipe keeps its own
+    with pytest.raises(ValueError, match="need an lr range"):
+        VariantSearcher({"a": {"weight_decay": (1e-6, 1e-3)}}, num_samples=1, metric="m", mode="max")

@@ -20,6 +20,7 @@ from petseg.models import VARIANTS, build_model, count_parameters, hub_checkpoin
 from petseg.synthetic import write_dataset
 from petseg.train.features import feature_dataset, list_caches
 from petseg.train.training import fit
+from petseg.train.trial_spec import Searched, TrialSpec
 from petseg.tune.config import load_config, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,9 +103,10 @@ def test_lraspp_caches_both_levels_and_trains_as_it_does_live(tmp_path):
         out = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit("lraspp_mobilenet_v3_large", 1e-2, datasets, max_epochs=2, batch_size=4, patience=2, pretrained=False,
-                seed=0, report=lambda m, s, _: out.append((m["train_loss"], m["val_loss"], m["features"])),
-                feature_cache_dir=cache_dir, device=CPU, amp=False)
+            fit(TrialSpec("lraspp_mobilenet_v3_large", Searched(1e-2), seed=0, max_epochs=2, batch_size=4,
+                          patience=2, pretrained=False, amp=False), datasets,
+                report=lambda m, s, _: out.append((m["train_loss"], m["val_loss"], m["features"])),
+                feature_cache_dir=cache_dir, device=CPU)
         return out
 
     live, cached = history(None), history(tmp_path / "cache")

@@ -85,8 +85,8 @@ def fake_trial(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     config = {"variant": "denseaspp_voc", "lr": 1e-3, "max_epochs": 3, "batch_size": 2, "patience": 3,
               "pretrained": False, "seed": 0, "head_weights": {}, "amp": False, "feature_cache": False}
-    settings = {"cpus_per_trial": 1, "max_failures": 2, "num_workers": 0, "cache_dir": str(tmp_path),
-                "live_variants": []}
+    settings = trainable.RunSettings(cpus_per_trial=1, max_failures=2, num_workers=0, cache_dir=str(tmp_path),
+                                     cache_budget=None)
     data = SimpleNamespace(num_classes=3, kind="pets", pretraining=False)
 
     def run(fit):
@@ -151,6 +151,7 @@ def test_the_image_writer_closes_its_thread_and_file(pet_root, tmp_path):
 def test_fit_ends_its_loader_workers_even_while_a_traceback_holds_it(pet_root):
     from petseg.data import build_datasets
     from petseg.train.training import fit
+    from petseg.train.trial_spec import Searched, TrialSpec
 
     datasets = build_datasets(pet_root, 48, None, augment="offline", seed=0)
 
@@ -159,8 +160,8 @@ def test_fit_ends_its_loader_workers_even_while_a_traceback_holds_it(pet_root):
         raise RuntimeError("storage went away")
 
     try:
-        fit("denseaspp_voc", 1e-3, datasets, max_epochs=2, batch_size=4, patience=2, pretrained=False, seed=0,
-            num_workers=1, report=report, amp=False)
+        fit(TrialSpec("denseaspp_voc", Searched(1e-3), seed=0, max_epochs=2, batch_size=4, patience=2,
+                      pretrained=False, amp=False), datasets, num_workers=1, report=report)
     except RuntimeError as err:
         assert err.__traceback__ is not None  # fit's frame is still referenced ...
         assert multiprocessing.active_children() == []  # ... and its loader workers are gone

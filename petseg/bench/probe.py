@@ -66,6 +66,7 @@ def step_probe(variant: str, lr: float, batch_size: int, size: int, repeats: int
     from ..train.engine import train_one_epoch
     from ..train.features import HeadOnly
     from ..train.training import make_optimizer
+    from ..train.trial_spec import Searched
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -74,7 +75,7 @@ def step_probe(variant: str, lr: float, batch_size: int, size: int, repeats: int
     images = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
     target = torch.randint(0, 3, (batch_size, size, size), generator=generator).to(device)
     features = map_features(lambda tensor: tensor.half().float(), model.features(images))
-    optimizer, _ = make_optimizer(model, variant, lr, total_steps=1000)
+    optimizer, _ = make_optimizer(model, variant, Searched(lr), total_steps=1000)
     head = HeadOnly(model, size)
     live = lambda: train_one_epoch(model, [(images, target)], optimizer, device, amp=amp)  # noqa: E731
     cached = lambda: train_one_epoch(head, [(features, target)], optimizer, device, amp=amp)  # noqa: E731

@@ -7,16 +7,17 @@ import torch
 from torch import nn
 
 
-def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """DenseASPP heads: Adam, weight decay 1e-5 (the DenseASPP paper)."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=1e-5)
+def _adam(params: list[nn.Parameter], lr: float, weight_decay: float = 1e-5) -> torch.optim.Optimizer:
+    """DenseASPP heads: Adam, weight decay 1e-5 (the DenseASPP paper) unless a study searches it."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def _sgd(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """torchvision heads: SGD, momentum 0.9, weight decay 1e-4 (torchvision's segmentation references)."""
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+def _sgd(params: list[nn.Parameter], lr: float, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+    """torchvision heads: SGD, momentum 0.9, weight decay 1e-4 (torchvision's segmentation references) unless a
+    study searches it."""
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
-# name -> (trainable parameters, lr) -> optimiser; each name has its own lr_range in a study config.
-RECIPES: dict[str, Callable[[list[nn.Parameter], float], torch.optim.Optimizer]] = {
-    "denseaspp": _adam, "torchvision": _sgd}
+# name -> (trainable parameters, lr, any other searched value by keyword) -> optimiser; each name has its own
+# lr_range (and weight_decay_range, when searched) in a study config.
+RECIPES: dict[str, Callable[..., torch.optim.Optimizer]] = {"denseaspp": _adam, "torchvision": _sgd}

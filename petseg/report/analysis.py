@@ -19,6 +19,7 @@ from ..models import VARIANTS, model_from_config, parameter_counts
 from ..models.checkpoints import save_best_checkpoint
 from ..train import timing
 from ..train.engine import default_device, per_image_confusions
+from ..train.trial_spec import SEARCHED, Searched
 from ..tune.config import StudyConfig
 from ..tune.results import best_trials, latest_state, trial_histories, trial_records
 from ..tune.storage import Location
@@ -218,7 +219,9 @@ def _write_results(out: Path, config: StudyConfig, data: DataSpec, experiment_pa
             "backbone": labels.backbone_label(provenances[variant]),
             "head_pretraining": labels.head_label(provenances[variant]),
             "trainable_params": trainable, "total_params": total,
-            "best_lr": record["lr"], "epochs": record["epochs"], "best_epoch": record["best_epoch"],
+            # best_lr, and best_<name> of each other value the study searched for this variant
+            **{f"best_{name}": value for name, value in Searched.from_json(record).given().items()},
+            "epochs": record["epochs"], "best_epoch": record["best_epoch"],
             **{f"val_{m}": record[f"best_val_{m}"] for m in metric_names()},
             **test, "test_image_size": data.size, **compute_spent(records, variant, config),
         })
@@ -332,13 +335,20 @@ def verdict_summary(tests: pd.DataFrame, names: dict[str, str]) -> str:
     return " ".join(sentences)
 
 
+def searched_columns(comparison: pd.DataFrame) -> list[str]:
+    """The comparison's best_<name> column of each searched value, in search order: best_lr, and those of values
+    searched besides it (only when the study searched them)."""
+    return [f"best_{name}" for name in SEARCHED if f"best_{name}" in comparison]
+
+
 def comparison_markdown(comparison: pd.DataFrame, tests: pd.DataFrame, seed_note: str = "") -> str:
     """The comparison as Markdown: metrics with intervals, seeds if any, then the verdicts and what they cover."""
     if comparison.empty:
         return "no variant finished a trial\n"
     shown = pd.DataFrame({"key": comparison["key"], "model": comparison["model"],
                           "trainable_params": comparison["trainable_params"],
-                          "total_params": comparison["total_params"], "best_lr": comparison["best_lr"],
+                          "total_params": comparison["total_params"],
+                          **{column: comparison[column] for column in searched_columns(comparison)},
                           "epochs": comparison["epochs"], "val_weighted_iou": comparison["val_weighted_iou"]})
     for metric in metric_names():
         shown[f"test_{metric} [95% CI]"] = with_interval(comparison, f"test_{metric}")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import REGISTRY
+from ..train.trial_spec import SEARCHED
 
 TABLE1 = {"model": "Model", "backbone": "Backbone (frozen)", "head_pretraining": "Head pretraining",
           "trainable_params": "Trainable params", "total_params": "Total params",
@@ -30,7 +31,9 @@ def table2_columns() -> dict[str, str]:
 CLASS_IOU = "test_iou_"  # + a class name: that class's test IoU (stats.summarize's iou_<class>, test_ prefixed)
 # How each row of Table 2 was obtained: where it was timed, how it was trained, and what its search spent.
 RUN_DETAILS = {"model": "Model", "device": "Device", "batch_size": "Batch", "precision": "Precision",
-               "prediction_ms_per_image": "Prediction (ms/image)", "best_lr": "Best lr", "epochs": "Epochs",
+               "prediction_ms_per_image": "Prediction (ms/image)", 
+               # "Best lr", and one column per other value a study searched (shown where it did)
+               **{f"best_{name}": f"Best {name.replace('_', ' ')}" for name in SEARCHED}, "epochs": "Epochs",
                "trials": "Trials", "trial_epochs": "Trial-epochs", "gpu_hours": "GPU-hours",
                "cpu_core_hours": "CPU-core-hours", "epochs_cut_by_asha": "Epochs cut by ASHA",
                "epochs_cut_by_early_stopping": "Epochs cut by early stopping",

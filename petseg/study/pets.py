@@ -10,6 +10,7 @@ from ..data import DataSpec, get_source, make_data_spec
 from ..errors import DatasetError, StudyError
 from ..report import analysis
 from ..report.results_folder import check_results_folder, read_marker
+from ..train.trial_spec import Searched
 from ..tune.config import (SEEDS_SUFFIX, StudyConfig, check_head_files, missing_heads, missing_heads_message,
                            resolve_head_weights)
 from ..tune.results import best_trials, trial_records
@@ -93,8 +94,8 @@ def seeds_study(config: StudyConfig) -> StudyConfig:
 
 
 def seed_trials(config: StudyConfig, path: Location) -> list[dict]:
-    """Each variant's best learning rate (by val weighted mIoU) retrained with seeds seed+1 .. seed+N."""
+    """Each variant's best searched values (by val weighted mIoU) retrained with seeds seed+1 .. seed+N."""
     experiment = tune.ExperimentAnalysis(path.path, storage_filesystem=path.filesystem)
     best = best_trials(experiment, trial_records(experiment, config.search.max_epochs, path.filesystem))
-    return [{"variant": variant, "lr": float(record["lr"]), "seed": config.search.seed + k}
+    return [{"variant": variant, **Searched.from_json(record).given(), "seed": config.search.seed + k}
             for variant, (_, record) in best.items() for k in range(1, config.search.seeds + 1)]

@@ -18,12 +18,13 @@ from ..models import FrozenBackboneSegmenter, build_seeded_model, get_variant
 from ..models.recipes import RECIPES
 from .engine import default_device, evaluate, train_one_epoch
 from .features import HeadOnly, backbone_fingerprint, feature_dataset
+from .trial_spec import Searched, TrialSpec
 
 
-def make_optimizer(model: FrozenBackboneSegmenter, variant: str, lr: float, total_steps: int):
-    """The optimiser recipe `variant`'s entry names (petseg.models.recipes) with poly decay (power 0.9) stepped per
-    batch over `total_steps`."""
-    optimizer = RECIPES[get_variant(variant).recipe](model.trainable_parameters(), lr)
+def make_optimizer(model: FrozenBackboneSegmenter, variant: str, searched: Searched, total_steps: int):
+    """The optimiser recipe `variant`'s entry names (petseg.models.recipes) with the `searched` values (the recipe's
+    own for those not searched) and poly decay (power 0.9) stepped per batch over `total_steps`."""
+    optimizer = RECIPES[get_variant(variant).recipe](model.trainable_parameters(), **searched.given())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: (1 - min(step, total_steps - 1) / total_steps) ** 0.9)
     return optimizer, scheduler
@@ -50,34 +51,34 @@ class Progress:
     cache_build_s: float = 0.0  # seconds this trial spent building feature caches, over all its attempts
 
 
-def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size: int, patience: int,
-        pretrained: bool, seed: int, head_weights=None, num_workers: int = 0, num_classes: int = 3,
-        report: Callable[[dict, dict, FrozenBackboneSegmenter], None], state: dict | None = None,
-        device: torch.device | None = None, feature_cache_dir: str | None = None, amp: bool = True,
-        say: Callable[[str], None] = print) -> Progress:
-    """Train `variant`'s head with `lr` on datasets["train"], validating on datasets["val"] each epoch.
+def fit(spec: TrialSpec, datasets: dict, *, report: Callable[[dict, dict, FrozenBackboneSegmenter], None],
+        state: dict | None = None, num_classes: int = 3, num_workers: int = 0, device: torch.device | None = None,
+        feature_cache_dir: str | None = None, say: Callable[[str], None] = print) -> Progress:
+    """Train the head `spec` describes on datasets["train"], validating on datasets["val"] each epoch; the keyword
+    arguments are what the running process binds (the data's classes, loader workers, device, cache folder).
 
     `report(metrics, state, model)` is called after every epoch; `state` (from an earlier report)
-    resumes where it left off. Stops at max_epochs or after `patience` epochs without val-loss gain.
-    With `feature_cache_dir`, the head trains on backbone features computed once (if the data
-    allows: no online augmentation); otherwise the backbone runs on every batch. `say` receives the
-    lines of a feature-cache build. Every report says which ("features": "cached" or "live"), the
+    resumes where it left off. Stops at spec.max_epochs or after spec.patience epochs without val-loss gain.
+    With spec.feature_cache and a `feature_cache_dir`, the head trains on backbone features computed once
+    (if the data allows: no online augmentation); otherwise the backbone runs on every batch. `say`
+    receives the lines of a feature-cache build. Every report says which ("features": "cached" or "live"), the
     cache folders used ("feature_caches") and the seconds this trial spent building them ("cache_build_s").
     """
     device = device or default_device()
-    model = build_seeded_model(variant, pretrained, seed, head_weights, num_classes).to(device)
+    seed, amp, max_epochs, patience = spec.seed, spec.amp, spec.max_epochs, spec.patience
+    model = build_seeded_model(spec.variant, spec.pretrained, seed, spec.head_weights, num_classes).to(device)
     train_set, val_set, runner, cached = datasets["train"], datasets["val"], model, []
-    if feature_cache_dir is not None:
+    if spec.feature_cache and feature_cache_dir is not None:
         backbone_key = backbone_fingerprint(model)  # hashing a backbone's tensors once is enough
         found = [feature_dataset(model, datasets[part], feature_cache_dir, device, amp=amp, backbone_key=backbone_key,
                                  progress=say) for part in ("train", "val")]
         if None not in found:
             train_set, val_set = cached = found
             runner = HeadOnly(model, datasets["train"].size)
-    train_loader = make_loader(train_set, batch_size, True, num_workers, seed)
-    val_loader = make_loader(val_set, batch_size, False, num_workers)
+    train_loader = make_loader(train_set, spec.batch_size, True, num_workers, seed)
+    val_loader = make_loader(val_set, spec.batch_size, False, num_workers)
     try:
-        optimizer, scheduler = make_optimizer(model, variant, lr, max_epochs * len(train_loader))
+        optimizer, scheduler = make_optimizer(model, spec.variant, spec.searched, max_epochs * len(train_loader))
         progress = Progress(cache_build_s=sum(dataset.build_seconds for dataset in cached))
         if state is not None:
             model.head.load_state_dict(state["head"])
@@ -102,7 +103,7 @@ def fit(variant: str, lr: float, datasets: dict, *, max_epochs: int, batch_size:
                 progress.best_head = copy.deepcopy({k: v.cpu() for k, v in model.head.state_dict().items()})
             metrics = {
                 "epoch": progress.epoch,
-                "lr": lr,
+                **spec.searched.given(),  # lr, and any other searched value
                 "current_lr": scheduler.get_last_lr()[0],
                 "train_loss": train["loss"],
                 "val_loss": val["loss"],

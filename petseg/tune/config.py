@@ -20,6 +20,7 @@ from ..models import (VARIANTS, build_seeded_model, default_variants, find_head_
                       resolve_variants, weights_cache_dir)
 from ..models.recipes import RECIPES
 from ..models.sources import load_extensions
+from ..train.trial_spec import SEARCHED, TrialSpec
 from .search_space import DEFAULT_SAMPLER, SAMPLERS, random_start
 from .storage import Location
 from .yaml_file import read_yaml
@@ -56,6 +57,9 @@ class SearchConfig:
     # Searched head learning rate, log-uniform, per optimiser recipe (Adam vs SGD scale differently).
     lr_range: dict[str, list[float]] = field(
         default_factory=lambda: {"denseaspp": [1e-5, 1e-2], "torchvision": [1e-4, 1e-1]})
+    # Opt-in: weight decay searched too, log-uniform, for the recipes given a range (the others keep their own:
+    # Adam 1e-5, SGD 1e-4). Each searched value of petseg.train.trial_spec.Searched has a <name>_range here.
+    weight_decay_range: dict[str, list[float]] = field(default_factory=dict)
     grace_period: int = 2
     reduction_factor: int = 2
     augment: str = "offline"
@@ -116,6 +120,8 @@ class RunConfig:
 
 
 SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchConfig))
+# The TrialSpec fields a study sets alike for all its trials, each named as the SearchConfig field it comes from.
+TRIAL_SETTINGS = tuple(f.name for f in dataclasses.fields(TrialSpec) if f.name not in ("variant", "searched"))
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 FIELD_TYPES = {**typing.get_type_hints(SearchConfig), **typing.get_type_hints(RunConfig)}
 
@@ -219,14 +225,12 @@ class StudyConfig:
         return {"search": dataclasses.asdict(self.search), "run": dataclasses.asdict(self.run)}
 
     def trial_params(self) -> dict:
-        """What every trial's config holds besides the searched variant and lr (a flat dict Tune merges into): search
-        settings only, since Tune keeps trial configs as they were when a study is resumed."""
+        """What every trial's config holds besides the variant and the values its searcher suggests (a flat dict Tune
+        merges them into): the TrialSpec's settings (head_weights for every variant) and the head files' check,
+        search settings only, since Tune keeps trial configs as they were when a study is resumed."""
         search = self.search
-        return {"max_epochs": search.max_epochs, "batch_size": search.batch_size, "patience": search.patience,
-                "pretrained": search.pretrained, "seed": search.seed, "head_weights": search.head_weights,
-                "variant_sources": search.variant_sources, "plugins": search.plugins,
-                "head_backbone_checked": search.head_backbone_checked,
-                "amp": search.amp, "feature_cache": search.feature_cache}
+        return {**{name: getattr(search, name) for name in TRIAL_SETTINGS},
+                "head_backbone_checked": search.head_backbone_checked}
 
 
 def load_config(source: dict | str | os.PathLike | Location) -> StudyConfig:
@@ -263,7 +267,7 @@ PRESETS: dict[str, dict] = {
 def resolve_config(preset: str = "paper", yaml_file: str | os.PathLike | None = None,
                    overrides: dict | None = None) -> StudyConfig:
     """Preset, then the YAML file, then `overrides` (flags; None values ignored), validated. A mapping value
-    (lr_range, head_weights) merges key by key over the one below it: `lr_range: {denseaspp: [...]}` changes
+    (lr_range, weight_decay_range, head_weights) merges key by key over the one below it: `lr_range: {denseaspp: [...]}` changes
     that recipe's range and keeps the other's. `variants` may name a user's variant as `module:function` or an
     installed `petseg.variants` entry point: it is registered, and recorded in variant_sources. `plugins` are
     imported before anything else is resolved."""
@@ -340,11 +344,12 @@ def validate(config: StudyConfig) -> None:
     unknown = [v for v in config.search.variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; {choices}")
-    for recipe, bounds in config.search.lr_range.items():
-        if recipe not in RECIPES:
-            raise ConfigError(f"lr_range has unknown recipe {recipe!r}; use {' and '.join(map(repr, RECIPES))}")
-        if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
-            raise ConfigError(f"lr_range for {recipe} is {bounds}: give [low, high] with 0 < low < high")
+    for name in SEARCHED:
+        for recipe, bounds in getattr(config.search, f"{name}_range").items():
+            if recipe not in RECIPES:
+                raise ConfigError(f"{name}_range has unknown recipe {recipe!r}; use {' and '.join(map(repr, RECIPES))}")
+            if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+                raise ConfigError(f"{name}_range for {recipe} is {bounds}: give [low, high] with 0 < low < high")
     needed = sorted({VARIANTS[v].recipe for v in config.search.variants} - set(config.search.lr_range))
     if needed:
         raise ConfigError(f"lr_range has no range for {', '.join(needed)}, which the selected variants train; "
@@ -412,8 +417,15 @@ def loader_workers(num_workers: int | None, cpus_per_trial: float) -> int:
 
 def lr_bounds(config: StudyConfig, variant: str) -> tuple[float, float]:
     """The log-uniform learning-rate range searched for `variant` (by its entry's optimiser recipe)."""
-    low, high = config.search.lr_range[get_variant(variant).recipe]
-    return float(low), float(high)
+    return search_ranges(config, variant)["lr"]
+
+
+def search_ranges(config: StudyConfig, variant: str) -> dict[str, tuple[float, float]]:
+    """Searched value -> its log-uniform range for `variant` (by its entry's optimiser recipe), in the order of
+    petseg.train.trial_spec.Searched: lr always, each other one where its `<name>_range` covers the recipe."""
+    recipe = get_variant(variant).recipe
+    ranges = {name: getattr(config.search, f"{name}_range").get(recipe) for name in SEARCHED}
+    return {name: (float(bounds[0]), float(bounds[1])) for name, bounds in ranges.items() if bounds is not None}
 
 
 def resolve_head_weights(config: StudyConfig) -> dict[str, str]:
@@ -479,10 +491,12 @@ def check_head_files(config: StudyConfig, heads: dict[str, str] | None = None) -
 
 
 def search_plan(config: StudyConfig, variant: str) -> str:
-    """One line saying how `variant`'s learning rate is searched and its trials stopped."""
-    low, high = lr_bounds(config, variant)
+    """One line saying how `variant`'s learning rate (and any other searched value) is searched and its trials
+    stopped."""
+    ranges = ", ".join(f"{name} log-uniform [{low:g}, {high:g}]" for name, (low, high) in
+                       search_ranges(config, variant).items())
     search = config.search
-    return (f"{search.num_samples} trials, lr log-uniform [{low:g}, {high:g}] ({SAMPLERS[search.sampler]}, "
+    return (f"{search.num_samples} trials, {ranges} ({SAMPLERS[search.sampler]}, "
             f"{random_start(search.num_samples, search.sampler)}, seed {search.seed}); "
             f"ASHA of its own (grace {search.grace_period}, factor {search.reduction_factor}, "
             f"max {search.max_epochs} epochs); early stop after {search.patience} epochs without val-loss gain")

@@ -4,7 +4,8 @@ One seeded Optuna search (a GP after a budget-sized random start, see `petseg.se
 one ASHA per `config["variant"]`, so a variant's trials are only ever ranked against each other:
 a weak variant's best learning rate is never stopped because another variant is stronger. Both
 subclass Tune DeveloperAPIs, tested on the Ray version pinned in pyproject.toml. Every suggestion
-says how its learning rate was chosen (`suggested_by`: random, gp, tpe, or fixed for a given list).
+says how its learning rate (and any other searched value) was chosen (`suggested_by`: random, gp,
+tpe, or fixed for a given list).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..errors import StudyError
+from ..train.trial_spec import SEARCHED
 from .cache_plan import CacheGate, CachePlan
 from .search_space import DEFAULT_SAMPLER, startup_trials
 
@@ -142,7 +144,7 @@ class TracedSampler(optuna.samplers.BaseSampler):
     """Delegates to `sampler` and keeps, in `last`, how its latest trial's parameters were chosen.
 
     Optuna's GP and (multivariate) TPE draw from their model in relative sampling and fall back to independent
-    sampling, random, for the start-up; over the fixed lr range nothing else reaches independent sampling. So
+    sampling, random, for the start-up; over the fixed ranges nothing else reaches independent sampling. So
     a trial whose relative sampling returned its rate was suggested by the model, any other one at random.
     """
 
@@ -184,30 +186,33 @@ class VariantSearcher(_StateSearcher):
     """One seeded OptunaSearch per variant; each new trial goes to the variant with fewest started (of those
     not waiting for a cache build, if any).
 
+    `ranges`: variant -> {searched value: (low, high)} (names of petseg.train.trial_spec.Searched, lr among them;
+    petseg.tune.config.search_ranges), each searched log-uniform; a bare (low, high) is the lr range alone.
     `sampler` names the kind (see make_sampler); `new_sampler(seed)`, if given, builds each variant's instead.
     `ranked_by` (default `metric`) is the result key a finished trial is ranked by, the value its search learns.
     """
 
-    def __init__(self, lr_bounds: dict[str, tuple[float, float]], num_samples: int, metric: str, mode: str,
-                 seed: int = 0, sampler: str = DEFAULT_SAMPLER,
+    def __init__(self, ranges: dict[str, dict[str, tuple[float, float]] | tuple[float, float]], num_samples: int,
+                 metric: str, mode: str, seed: int = 0, sampler: str = DEFAULT_SAMPLER,
                  new_sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
                  gate: CacheGate | None = None, ranked_by: str | None = None):
         super().__init__(metric=metric, mode=mode, gate=gate)
         self.num_samples = num_samples
         self.ranked_by = ranked_by or metric
         new_sampler = new_sampler or partial(make_sampler, sampler, num_samples)
-        self.samplers = {variant: TracedSampler(new_sampler(seed + index)) for index, variant in enumerate(lr_bounds)}
+        self.samplers = {variant: TracedSampler(new_sampler(seed + index)) for index, variant in enumerate(ranges)}
         self.searchers = {
-            variant: OptunaSearch(space={"lr": optuna.distributions.FloatDistribution(low, high, log=True)},
+            variant: OptunaSearch(space={name: optuna.distributions.FloatDistribution(low, high, log=True)
+                                         for name, (low, high) in named_ranges(bounds).items()},
                                   metric=self.ranked_by, mode=mode, sampler=self.samplers[variant])
-            for variant, (low, high) in lr_bounds.items()
+            for variant, bounds in ranges.items()
         }
         self.started = {variant: 0 for variant in self.searchers}
 
     def suggest(self, trial_id: str) -> dict | None:
-        """{"variant", "lr", "suggested_by"} for the least-started variant still under its budget (allowed by the
-        cache gate, not waiting for a build where one can), None while the gate holds every such variant back,
-        FINISHED when all budgets are spent."""
+        """{"variant", its searched values ("lr", ...), "suggested_by"} for the least-started variant still under its
+        budget (allowed by the cache gate, not waiting for a build where one can), None while the gate holds every
+        such variant back, FINISHED when all budgets are spent."""
         open_variants = [v for v, n in self.started.items() if n < self.num_samples]
         if not open_variants:
             return Searcher.FINISHED
@@ -220,7 +225,7 @@ class VariantSearcher(_StateSearcher):
         suggestion = self.searchers[variant].suggest(trial_id)
         self.started[variant] += 1
         self._started(trial_id, variant)
-        return {"variant": variant, "lr": suggestion["lr"], "suggested_by": self.samplers[variant].last}
+        return {"variant": variant, **suggestion, "suggested_by": self.samplers[variant].last}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Route an intermediate result to the trial's own variant search."""
@@ -236,6 +241,16 @@ class VariantSearcher(_StateSearcher):
                 result, error = None, True
             self.searchers[self.trial_variant[trial_id]].on_trial_complete(trial_id, result, error)
             self._finished(trial_id)
+
+
+def named_ranges(bounds: dict[str, tuple[float, float]] | tuple[float, float]) -> dict[str, tuple[float, float]]:
+    """Searched value -> (low, high): `bounds` as given, or a bare (low, high) as the lr range; ValueError when
+    it has no lr or names a value petseg.train.trial_spec.Searched does not have."""
+    named = dict(bounds) if isinstance(bounds, dict) else {"lr": tuple(bounds)}
+    unknown = sorted(set(named) - set(SEARCHED))
+    if "lr" not in named or unknown:
+        raise ValueError(f"search ranges {named} need an lr range and only searched values of {SEARCHED}")
+    return named
 
 
 def ended_in_error(result: dict) -> bool:

@@ -8,6 +8,7 @@ import optuna
 from ray import tune
 from ray.exceptions import RayError
 
+from ..train.trial_spec import Searched
 from .config import StudyConfig
 from .groups import ended_in_error
 from .search_space import SAMPLERS, random_start
@@ -74,7 +75,7 @@ class TrialLines(tune.Callback):
         self.noted = 0.0
 
     def _name(self, trial) -> str:
-        return f"{trial.config['variant']:<20} lr={trial.config['lr']:.2e}"
+        return f"{trial.config['variant']:<20} {Searched.from_json(trial.config).describe()}"
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """The epoch a trial just finished with its val scores."""

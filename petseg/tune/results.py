@@ -18,6 +18,7 @@ from ray import tune
 
 from ..metrics import metric_names
 from ..models.checkpoints import load_trial_state
+from ..train.trial_spec import Searched
 from .groups import ended_in_error
 
 
@@ -101,7 +102,8 @@ def trial_histories(experiment: tune.ExperimentAnalysis, filesystem: pyarrow.fs.
 def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int,
                   filesystem: pyarrow.fs.FileSystem | None = None,
                   histories: dict[str, tuple[pd.DataFrame | None, str]] | None = None) -> pd.DataFrame:
-    """One row per trial: variant, lr, how the lr was chosen, seed, epochs run, how it ended, best val metrics,
+    """One row per trial: variant, lr (and each other searched value, where the study searched it), how they were
+    chosen, seed, epochs run, how it ended, best val metrics,
     time, node, error, and whether its reported rows had to be recovered (`history`; see trial_history).
     `histories`: trial_histories(experiment, filesystem), when the caller has them."""
     histories = histories if histories is not None else trial_histories(experiment, filesystem)
@@ -115,7 +117,7 @@ def trial_records(experiment: tune.ExperimentAnalysis, max_epochs: int,
         rows.append({
             "trial_id": trial.trial_id,
             "variant": trial.config["variant"],
-            "lr": trial.config["lr"],
+            **Searched.from_json(trial.config).given(),  # lr, and any other value the study searched
             "suggested_by": trial.config.get("suggested_by", ""),  # random, gp, tpe or fixed (see tune.groups)
             "seed": trial.config["seed"],
             "epochs": int(result.get("epoch", 0)),

@@ -22,7 +22,7 @@ from ..data import DataSpec
 from ..data.files import verify_contents
 from ..errors import SearchInterrupted, StudyError
 from . import progress, stopping
-from .config import StudyConfig, load_config, lr_bounds, resolve_config
+from .config import StudyConfig, load_config, resolve_config, search_ranges
 from .cluster import check_address, trial_request
 from .concurrency import Concurrency, LiveLimit, alive_node_resources
 from .cache_plan import CacheGate, CachePlan, cache_items, measured_nodes, study_cache_plan
@@ -31,7 +31,7 @@ from .groups import FixedTrials, SchedulerState, VariantScheduler, VariantSearch
 from .saved_state import check_saved_state
 from .storage import Location, check_writable
 from .study_lock import StudyLock
-from .trainable import train_variant
+from .trainable import RunSettings, train_variant
 
 METRIC, MODE = "val_weighted_iou", "max"
 # What a finished trial is ranked by, so its search learns that number: the study keeps each trial's best epoch
@@ -51,13 +51,12 @@ def trial_dirname(trial) -> str:
     return f"{trial.config['variant']}_{trial.trial_id}"
 
 
-def trial_settings(config: StudyConfig, plan: CachePlan | None) -> dict:
-    """The run settings a trial reads: its CPUs (threads), DataLoader workers, cache folder and budget (which its
-    node may override, see petseg.node_cache), retries of its own errors, and the variants the cache plan runs live."""
+def trial_settings(config: StudyConfig, plan: CachePlan | None) -> RunSettings:
+    """The run settings this run's trials read (see trainable.RunSettings)."""
     run = config.run
-    return {"cpus_per_trial": run.cpus_per_trial, "num_workers": run.num_workers, "cache_dir": run.cache_dir,
-            "cache_budget": run.cache_budget, "max_failures": run.max_failures,
-            "live_variants": plan.live_variants if plan else []}
+    return RunSettings(cpus_per_trial=run.cpus_per_trial, num_workers=run.num_workers, cache_dir=run.cache_dir,
+                       cache_budget=run.cache_budget, max_failures=run.max_failures,
+                       live_variants=tuple(plan.live_variants) if plan else ())
 
 
 def resourced_trainable(config: StudyConfig, data: DataSpec, messages, plan: CachePlan | None):
@@ -90,7 +89,7 @@ def make_tuner(config: StudyConfig, data: DataSpec, messages, metric: str = METR
     if fixed is not None:
         searcher, scheduler = FixedTrials(fixed, metric, MODE, gate=gate), None
     else:
-        searcher = VariantSearcher({v: lr_bounds(config, v) for v in search.variants}, search.num_samples, metric,
+        searcher = VariantSearcher({v: search_ranges(config, v) for v in search.variants}, search.num_samples, metric,
                                    MODE, seed=search.seed, sampler=search.sampler, gate=gate,
                                    ranked_by=RANKED_BY.get(metric, metric))
         scheduler = VariantScheduler(search.variants, metric, MODE, max_t=search.max_epochs,

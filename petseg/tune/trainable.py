@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: one trial = one variant fine-tuned with one learning rate."""
+"""The Ray Tune function trainable: one trial = one TrialSpec (a variant and its searched values) fine-tuned."""
 from __future__ import annotations
 
 import math
@@ -8,6 +8,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs
@@ -25,6 +26,7 @@ from ..metrics import metric_names
 from ..node_cache import node_cache
 from ..train.engine import default_device
 from ..train.training import fit
+from ..train.trial_spec import TrialSpec
 from .config import loader_workers
 from .trial_checkpoints import newest_complete
 
@@ -65,26 +67,43 @@ class ImageLogger:
         self.writer.close()
 
 
-def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> None:
-    """Fine-tune config["variant"]'s head with config["lr"], reporting metrics and a checkpoint each epoch.
+@dataclass(frozen=True)
+class RunSettings:
+    """The run settings a trial reads, bound when it runs (never kept in its saved config): its CPUs (threads),
+    DataLoader workers (None: its CPUs less one), cache folder and budget (which its node may override, see
+    petseg.node_cache), retries of its own errors, and the variants the cache plan runs live."""
 
-    The trial's own errors are retried here, in this worker, from its last checkpoint, up to run["max_failures"]
+    cpus_per_trial: float
+    num_workers: int | None
+    cache_dir: str
+    cache_budget: str | None
+    max_failures: int
+    live_variants: tuple[str, ...] = ()
+
+
+def train_variant(config: dict, data: DataSpec, run: RunSettings, messages=None) -> None:
+    """Fine-tune the head of the trial `config` holds (a TrialSpec, flat), reporting metrics and a checkpoint each
+    epoch.
+
+    The trial's own errors are retried here, in this worker, from its last checkpoint, up to run.max_failures
     times (the count travels in its checkpoints); past that the trial ends itself, reporting NaN metrics with
     the reason in `trial_error`. A non-finite loss ends it at once (`nonfinite_loss`). Tune's own retries are
     thus left to lost workers (a node that died or was preempted), which never spend this budget.
     run: the run settings of the driver that started or resumed the search (runner.trial_settings).
     messages: a Ray queue the driver prints from (a trial's own output stays in its log files).
     """
-    torch.set_num_threads(max(1, int(run["cpus_per_trial"])))
     load_extensions(config)  # a worker process imports the study's plugins and registers its user variants
+    spec = TrialSpec.from_json(config)
+    torch.set_num_threads(max(1, int(run.cpus_per_trial)))
     node = ray.util.get_node_ip_address()
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the GPU share Ray gave this trial, shown in all_trials.csv
 
     def say(line: str) -> None:
-        tell(messages, f"{config['variant']} lr={config['lr']:.2e} on {node}: {line}")
+        tell(messages, f"{spec.variant} {spec.searched.describe()} on {node}: {line}")
 
     start = restored_state(tune.get_checkpoint(), say)  # where a restarted trial resumes, and its failures so far
     last_epoch = start["progress"]["epoch"] if start else 0
+    live = not spec.feature_cache or spec.variant in run.live_variants
 
     def attempt(failures: int) -> None:
         nonlocal last_epoch
@@ -106,21 +125,17 @@ def train_variant(config: dict, data: DataSpec, run: dict, messages=None) -> Non
                 if data.pretraining:  # pretraining the head is the point: its random init is expected
                     warnings.filterwarnings("ignore", message=".*no head_weights given", category=UserWarning)
                 try:
-                    fit(config["variant"], config["lr"], datasets, max_epochs=config["max_epochs"],
-                        batch_size=config["batch_size"], patience=config["patience"], pretrained=config["pretrained"],
-                        seed=config["seed"], head_weights=config["head_weights"].get(config["variant"]),
-                        num_workers=loader_workers(run["num_workers"], run["cpus_per_trial"]),
-                        num_classes=data.num_classes, report=report,
-                        state=restored_state(tune.get_checkpoint(), say), device=default_device(), amp=config["amp"],
-                        feature_cache_dir=node_cache(run["cache_dir"], run["cache_budget"], node)
-                        if config["feature_cache"] and config["variant"] not in run["live_variants"] else None, say=say)
+                    fit(spec, datasets, report=report, state=restored_state(tune.get_checkpoint(), say),
+                        num_classes=data.num_classes, num_workers=loader_workers(run.num_workers, run.cpus_per_trial),
+                        device=default_device(), say=say,
+                        feature_cache_dir=None if live else node_cache(run.cache_dir, run.cache_budget, node))
                 except NonFiniteLossError as err:
                     # Seeded training diverges the same way on every retry, so the trial ends here; the
                     # searcher and scheduler read `nonfinite_loss` as an error.
                     tune.report({"epoch": last_epoch, **nan_metrics(), "nonfinite_loss": str(err), "node": node,
                                  "failures": failures})
 
-    failures, error = run_with_retries(attempt, start.get("failures", 0) if start else 0, run["max_failures"], say)
+    failures, error = run_with_retries(attempt, start.get("failures", 0) if start else 0, run.max_failures, say)
     if error is not None:
         tune.report({"epoch": last_epoch, **nan_metrics(), "trial_error": error, "node": node, "failures": failures})
 

@@ -15,9 +15,9 @@ if os.environ.get("PETSEG_TEST_OOM_VARIANT"):
     real_fit = petseg.tune.trainable.fit
 
     @functools.wraps(real_fit)
-    def fit(variant, *args, **kwargs):
-        if variant == os.environ["PETSEG_TEST_OOM_VARIANT"]:
+    def fit(spec, *args, **kwargs):
+        if spec.variant == os.environ["PETSEG_TEST_OOM_VARIANT"]:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated by the test)")
-        return real_fit(variant, *args, **kwargs)
+        return real_fit(spec, *args, **kwargs)
 
     petseg.tune.trainable.fit = fit
