@@ -9,13 +9,13 @@ from PIL import Image
 from torchvision.datasets import SBDataset, VOCSegmentation
 
 from petseg.synthetic.__main__ import main as synthetic_main
-from petseg.data import voc_ade as segdata
+from petseg.data import ade20k as ade20k_module
 from petseg.synthetic import seg as synthetic_seg
 from petseg.data import DatasetError
-from petseg.data.voc_ade import (
-    IGNORE, NUM_CLASSES, VocAdeSegmentation, SegSample, ade20k_samples, load_labels, sbd_samples,
-    voc_samples, voc_sbd_train_samples,
-)
+from petseg.data.ade20k import ADE20K_CLASSES, ade20k_samples
+from petseg.data.pretraining import VocAdeSegmentation, SegSample, load_labels
+from petseg.data.source import IGNORE
+from petseg.data.voc import sbd_samples, voc_samples, voc_sbd_train_samples
 from petseg.drawing import voc_palette
 from petseg.synthetic import voc_image_id, write_ade20k, write_sbd, write_voc
 
@@ -201,9 +201,9 @@ def test_ade20k_download_fetches_the_challenge_zip_when_missing(tmp_path, monkey
     def fake_download(url, root):
         calls.append(url)
         write_ade20k(root, 2, 16, seed=1)
-    monkeypatch.setattr(segdata, "download_and_extract_archive", fake_download)
+    monkeypatch.setattr(ade20k_module, "download_and_extract_archive", fake_download)
     assert len(ade20k_samples(tmp_path, "training", download=True)) == 1
-    assert calls == [segdata.ADE20K_URL]
+    assert calls == [ade20k_module.ADE20K_URL]
     ade20k_samples(tmp_path, "training", download=True)
     assert len(calls) == 1  # present now: not fetched again
 
@@ -257,7 +257,7 @@ def test_rgb_label_image_is_rejected(tmp_path):
 def test_segmentation_set_items_are_normalised_tensors(trees):
     samples = ade20k_samples(trees["ade20k"], "training")
     dataset = VocAdeSegmentation(samples, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    assert len(dataset) == len(samples) and dataset.num_classes == NUM_CLASSES["ade20k"]
+    assert len(dataset) == len(samples) and dataset.num_classes == ADE20K_CLASSES
     image, labels = dataset[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
     assert labels.shape == (32, 32) and labels.dtype == torch.int64

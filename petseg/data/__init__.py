@@ -15,8 +15,9 @@ from .source import (Check, Classes, DatasetSource, Pair, SourceDataset, Tree, g
                      pretraining_kinds, ratio_split, register_source, study_kinds)
 from .spec import DataSpec, datasets_from_spec, ensure_dataset, make_data_spec
 from .transforms import augmentation, offline_seed
-from .voc_ade import IGNORE, VocAdeSegmentation
-from . import folder  # registers the folder source
+from .pretraining import VocAdeSegmentation
+from .source import IGNORE
+from . import ade20k, folder, voc  # each registers its source
 
 __all__ = [
     "AUGMENT_MODES", "BACKGROUND", "CLASS_NAMES", "Check", "Classes", "DataSpec", "DatasetError", "DatasetSource",

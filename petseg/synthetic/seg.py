@@ -1,6 +1,6 @@
 """Write tiny generated Pascal VOC 2012, SBD and ADE20K trees in exactly the real on-disk layouts.
 
-torchvision's VOCSegmentation / SBDataset and petseg.data.voc_ade read them unchanged, so tests and smoke runs
+torchvision's VOCSegmentation / SBDataset and petseg.data.voc / petseg.data.ade20k read them unchanged, so tests and smoke runs
 take the real code path after the files:
 
     python -m petseg.synthetic --kind voc --root data/voc --num-images 16 --size 64 --seed 0
