@@ -252,20 +252,6 @@ def test_failing_trial_errors_while_the_others_finish(tmp_path):
     assert (tmp_path / "results" / "allnan" / "all_trials.csv").is_file()  # each trial's error, kept
 
 
-def test_seed_repeats_report_mean_and_std(tmp_path):
-    config = write_config(tmp_path, max_epochs=1, num_samples=1)
-    run = compare("--preset", "smoke", "--config", str(config), "--name", "seeded", "--seeds", "2",
-                  "--variants", "denseaspp_voc", folder=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    seeds = pd.read_csv(tmp_path / "results" / "seeded" / "comparison.csv").iloc[0]
-    assert seeds["seeds"] == 2
-    for metric in ("pixel_accuracy", "mean_iou", "weighted_iou"):
-        assert 0 < seeds[f"test_{metric}_seed_mean"] <= 1 and seeds[f"test_{metric}_seed_std"] >= 0
-    trials = list((tmp_path / "ray" / "seeded-seeds").glob("denseaspp_voc_*/params.json"))
-    assert sorted(json.loads(p.read_text())["seed"] for p in trials) == [1, 2]
-    assert "over seeds" in (tmp_path / "results" / "seeded" / "comparison.md").read_text()
-
-
 def trial_statuses(experiment: Path) -> dict:
     from ray import tune
     try:
@@ -584,12 +570,13 @@ def test_a_tiny_cache_budget_is_kept_on_disk_and_changes_no_result(smoke, tmp_pa
         assert score == pytest.approx(unbudgeted[trial], abs=1e-6), trial
 
 
-def test_fake_gpus_pack_four_half_gpu_trials_each_on_its_own_share(tmp_path):
-    """A local Ray told it has 2 GPUs runs 4 trials of 0.5 GPU at once, two on each GPU (no GPU needed)."""
+def test_fake_gpus_pack_four_half_gpu_trials_each_on_its_own_share_and_seed_repeats_report_mean_and_std(tmp_path):
+    """A local Ray told it has 2 GPUs runs 4 trials of 0.5 GPU at once, two on each GPU (no GPU needed); each
+    variant's best lr is then trained again with 2 fresh seeds, summarised as mean and std."""
     config = write_config(tmp_path, num_samples=2, max_epochs=2, asha=False, patience=3)
     run = compare("--preset", "smoke", "--config", str(config), "--name", "packed", "--variants",
                   "denseaspp_voc,denseaspp_ade20k", "--local-gpus", "2", "--gpus-per-trial", "0.5",
-                  "--cpus-per-trial", "0.5", folder=tmp_path)
+                  "--cpus-per-trial", "0.5", "--seeds", "2", folder=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "0.5 CPU / 0.5 GPU per trial" in run.stdout
     trials = pd.read_csv(tmp_path / "results" / "packed" / "all_trials.csv", dtype={"gpus": str})
@@ -600,3 +587,11 @@ def test_fake_gpus_pack_four_half_gpu_trials_each_on_its_own_share(tmp_path):
         spans.append((lines[0]["timestamp"] - lines[0]["time_this_iter_s"], lines[-1]["timestamp"]))
     latest_start, earliest_end = max(start for start, _ in spans), min(end for _, end in spans)
     assert latest_start < earliest_end, spans  # all four were running at the same moment
+    seeds = pd.read_csv(tmp_path / "results" / "packed" / "comparison.csv").set_index("key")
+    assert list(seeds["seeds"]) == [2, 2]
+    for metric in ("pixel_accuracy", "mean_iou", "weighted_iou"):
+        assert (0 < seeds[f"test_{metric}_seed_mean"]).all() and (seeds[f"test_{metric}_seed_mean"] <= 1).all()
+        assert (seeds[f"test_{metric}_seed_std"] >= 0).all()
+    trials = list((tmp_path / "ray" / "packed-seeds").glob("denseaspp_voc_*/params.json"))
+    assert sorted(json.loads(p.read_text())["seed"] for p in trials) == [1, 2]
+    assert "over seeds" in (tmp_path / "results" / "packed" / "comparison.md").read_text()
