@@ -10,7 +10,7 @@ from petseg.tune.config import resolve_config
 
 SPEC = TrialSpec("denseaspp_voc", Searched(2e-4, 3e-5), seed=7, max_epochs=5, batch_size=4, patience=2,
                  pretrained=True, amp=False, feature_cache=False, head_weights="/heads/denseaspp_voc-1234abcd.pth",
-                 variant_sources=("mine:variant",))
+                 variant_sources=("mine:variant",), plugins=("my_plugin",))
 
 
 def test_a_spec_reads_back_what_it_wrote():
@@ -30,7 +30,7 @@ def test_an_older_studys_flat_trial_config_reads_as_a_spec():
            "variant": "denseaspp_ade20k", "lr": 1.5e-3, "suggested_by": "gp"}
     spec = TrialSpec.from_json(old)
     assert spec.searched == Searched(1.5e-3) and spec.head_weights == "/h/ade.pth"
-    assert (spec.amp, spec.feature_cache, spec.variant_sources) == (True, True, ())
+    assert (spec.amp, spec.feature_cache, spec.variant_sources, spec.plugins) == (True, True, (), ())
     with pytest.raises(ValueError, match="lacks patience"):
         TrialSpec.from_json({key: value for key, value in old.items() if key != "patience"})
 
