@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
-from .dataset import SegmentationDataset
 from .files import load_image, open_decoded
 from .pets import PARTS, overlaps
 from .source import IGNORE, Classes, DatasetSource, Pair, ratio_split, register_source
@@ -127,13 +126,6 @@ def load_pair(sample: FolderSample, classes: Classes) -> tuple[Image.Image, np.n
     return image, mask
 
 
-def scan_samples(samples: Sequence[FolderSample], classes: Classes, cache_dir: str | Path | None = None
-                 ) -> list[tuple[str, str]]:
-    """(file, message) for every pair that cannot be used: unreadable, wrong mode, values outside the classes,
-    sizes that differ. Cached in cache_dir by the files' fingerprint and the classes."""
-    return FOLDER.scan(samples, classes, cache_dir)
-
-
 def _listed_split(root: Path, stems: set[str]) -> dict | None:
     folder = root / "splits"
     if not folder.is_dir():
@@ -175,32 +167,6 @@ def split_samples(samples: Sequence[FolderSample], split: dict, source: str | Pa
         raise DatasetError(f"{source}: {len(unknown)} stems are not in the folder (e.g. {unknown[:3]}); it was made "
                            "for another dataset folder", source)
     return {part: [by_name[n] for n in split[part]] for part in PARTS}
-
-
-def class_pixel_counts(samples: Sequence[FolderSample], classes: Classes) -> np.ndarray:
-    """Pixels of each class over the samples' masks, at full size (ignored pixels left out)."""
-    return FOLDER.pixel_counts(samples, classes)
-
-
-class FolderSegmentation(SegmentationDataset):
-    """A folder dataset's items: (image float32 [3,S,S] normalised, mask int64 [S,S] of class ids, 255 ignored).
-    Rotation fills the mask's corners with 255, so pixels no image showed are not scored."""
-
-    mask_fill = IGNORE
-
-    def __init__(self, samples: Sequence[FolderSample], classes: Classes, *args, **kwargs):
-        self.classes = classes
-        self.num_classes = len(classes.names)
-        super().__init__(samples, *args, **kwargs)
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """The names classes.txt gives, index = line."""
-        return tuple(self.classes.names)
-
-    def load_pair(self, sample: FolderSample) -> tuple[Image.Image, np.ndarray]:
-        """The sample's RGB image and its class ids."""
-        return load_pair(sample, self.classes)
 
 
 class FolderSource(DatasetSource):
@@ -249,10 +215,5 @@ class FolderSource(DatasetSource):
         """part -> the split's pairs."""
         return split_samples(samples, split, source)
 
-    def dataset(self, spec, samples: Sequence[FolderSample], augment: str | None) -> FolderSegmentation:
-        """One part's FolderSegmentation."""
-        return FolderSegmentation(samples, spec.classes, size=spec.size, mean=spec.mean, std=spec.std,
-                                  augment=augment, seed=spec.seed, decoded_cache_dir=spec.decoded_cache_dir)
 
-
-FOLDER = register_source(FolderSource())
+register_source(FolderSource())
