@@ -184,3 +184,29 @@ def test_specs_saved_before_sources_load_with_their_dataset_defaults():
     assert pets.parts == ("train", "val", "test") and pets.mean == (0.5,) * 3
     voc = DataSpec.from_json({**common, "kind": "voc", "samples": {"train": [], "val": []}})
     assert (voc.num_classes, len(voc.class_names), voc.parts, voc.pretraining) == (21, 21, ("train", "val"), True)
+
+
+def test_two_sources_reading_the_same_files_never_share_feature_caches(beach):
+    """Every source's datasets are SourceDatasets: the features' key names the source that makes the items."""
+    from torch import nn
+
+    from petseg.data import SourceDataset
+    from petseg.train.features import feature_key
+
+    class Gray(Beach):
+        """The same files, read as grayscale photos: other items, so other features."""
+
+        name = "gray_beach"
+
+        def load_pair(self, sample, classes):
+            image, labels = super().load_pair(sample, classes)
+            return image.convert("L").convert("RGB"), labels
+
+    spec, _ = beach
+    samples = get_source("beach").part_samples(spec)["val"]
+
+    def key(source):
+        dataset = SourceDataset(source, spec.classes, samples, size=spec.size, mean=spec.mean, std=spec.std)
+        return feature_key(nn.Conv2d(3, 4, 1), "weights", dataset, "fp32", 1.0)
+
+    assert key(Beach()) == key(Beach()) != key(Gray())

@@ -69,9 +69,10 @@ def backbone_fingerprint(model: FrozenBackboneSegmenter) -> str:
 
 
 def input_pipeline(dataset: SegmentationDataset) -> dict:
-    """How the dataset makes an item, as configured: its type, decoding and resize filters, size, normalisation
+    """How the dataset makes an item, as configured: its type (a source dataset's source), decoding and resize filters, size, normalisation
     mean / std, augmentation mode and seed, and (when it augments) every augmentation with its parameters."""
-    kind = type(dataset)
+    # A source's datasets share one class; its source is what makes their items (petseg.data.source).
+    kind = type(getattr(dataset, "source", dataset))
     return {"dataset": f"{kind.__module__}.{kind.__qualname__}", "decoding": decoding(), "size": dataset.size,
             "mean": dataset.mean.flatten().tolist(), "std": dataset.std.flatten().tolist(),
             "augment": dataset.augment, "seed": dataset.seed,
